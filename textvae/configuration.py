@@ -1,0 +1,171 @@
+"""Configuration of a text VAE: architecture and special token ids only (`TextVAEConfig`).
+
+The saved `config.json` is the single source of truth for a trained model: nothing re-declares an
+architecture hyperparameter at load time.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+ENCODER_TYPES = ("lstm", "gru", "transformer", "hf")
+DECODER_TYPES = ("lstm", "gru", "transformer", "hf")
+POOLING_TYPES = ("mean", "summary")
+POSITION_TYPES = ("learned", "sinusoidal")
+
+# One line of help per architecture option; the CLI builds its `--flag`s from this table.
+CONFIG_HELP: dict[str, str] = {
+    "vocab_size": "size of the vocabulary (set from the tokenizer when training)",
+    "embedding_size": "size of the token embeddings",
+    "hidden_size": "size of the recurrent state / transformer width",
+    "latent_dim": "size of the latent z; 0 gives the language model with no latent",
+    "encoder_type": f"encoder architecture, one of {', '.join(ENCODER_TYPES)}",
+    "decoder_type": f"decoder architecture, one of {', '.join(DECODER_TYPES)}",
+    "encoder_num_layers": "number of encoder layers",
+    "decoder_num_layers": "number of decoder layers",
+    "bidirectional_encoder": "run the recurrent encoder in both directions",
+    "encoder_pooling": "transformer encoder pooling to mu/logvar: mean or summary (a learned first token)",
+    "tie_embeddings": "tie the decoder's input embedding and output projection (Press & Wolf 2017)",
+    "decoder_input_dropout": "dropout on the decoder's input embeddings (He et al. 2019 use 0.5)",
+    "decoder_output_dropout": "dropout on the decoder's outputs before the vocabulary projection",
+    "z_to_initial_state": "condition the recurrent decoder on z through its initial state",
+    "z_to_inputs": "condition the decoder on z at every position (concatenated for RNNs, added for transformers)",
+    "z_to_memory": "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
+    "num_attention_heads": "attention heads of the transformer layers",
+    "intermediate_size": "feed-forward size of the transformer layers",
+    "max_position_embeddings": "longest sequence the transformer layers accept",
+    "position_embedding_type": f"transformer positions, one of {', '.join(POSITION_TYPES)}",
+    "transformer_dropout": "dropout on attention weights and residual branches of the transformer layers",
+    "encoder_name_or_path": "pretrained encoder (Hub id or folder) when encoder_type is hf",
+    "decoder_name_or_path": "pretrained causal language model (Hub id or folder) when decoder_type is hf",
+}
+
+
+class TextVAEConfig(PretrainedConfig):
+    """Architecture of a `TextVAEModel`.
+
+    Recurrent encoders read the sentence and summarise it in their last hidden state; a linear head maps
+    it to `mu` and `logvar` of a diagonal Gaussian of size `latent_dim`. The decoder is an autoregressive
+    language model conditioned on `z` (He et al. 2019: through the initial state and at every input).
+    `latent_dim=0` removes the encoder and gives the plain language model every VAE table needs.
+    """
+
+    model_type = "textvae"
+
+    def __init__(
+        self,
+        vocab_size: int = 10002,
+        embedding_size: int = 256,
+        hidden_size: int = 256,
+        latent_dim: int = 32,
+        encoder_type: str = "lstm",
+        decoder_type: str = "lstm",
+        encoder_num_layers: int = 1,
+        decoder_num_layers: int = 1,
+        bidirectional_encoder: bool = False,
+        encoder_pooling: str = "mean",
+        tie_embeddings: bool = False,
+        decoder_input_dropout: float = 0.5,
+        decoder_output_dropout: float = 0.5,
+        z_to_initial_state: bool = True,
+        z_to_inputs: bool = True,
+        z_to_memory: bool = True,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 1024,
+        max_position_embeddings: int = 256,
+        position_embedding_type: str = "learned",
+        transformer_dropout: float = 0.1,
+        encoder_name_or_path: str | None = None,
+        decoder_name_or_path: str | None = None,
+        encoder_backbone_config: dict | None = None,
+        decoder_backbone_config: dict | None = None,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        unk_token_id: int = 3,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.latent_dim = latent_dim
+        self.encoder_type = encoder_type
+        self.decoder_type = decoder_type
+        self.encoder_num_layers = encoder_num_layers
+        self.decoder_num_layers = decoder_num_layers
+        self.bidirectional_encoder = bidirectional_encoder
+        self.encoder_pooling = encoder_pooling
+        self.tie_embeddings = tie_embeddings
+        self.decoder_input_dropout = decoder_input_dropout
+        self.decoder_output_dropout = decoder_output_dropout
+        self.z_to_initial_state = z_to_initial_state
+        self.z_to_inputs = z_to_inputs
+        self.z_to_memory = z_to_memory
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.position_embedding_type = position_embedding_type
+        self.transformer_dropout = transformer_dropout
+        self.encoder_name_or_path = encoder_name_or_path
+        self.decoder_name_or_path = decoder_name_or_path
+        # The pretrained backbones' own configs (`to_dict()`), stored so that a saved model rebuilds its
+        # backbones from config.json alone, with no network (see `textvae.backbones`).
+        self.encoder_backbone_config = encoder_backbone_config
+        self.decoder_backbone_config = decoder_backbone_config
+        self.unk_token_id = unk_token_id
+        # Tying is done by the model itself (see `tie_embeddings`), never by transformers' generic tying.
+        kwargs["tie_word_embeddings"] = False
+        super().__init__(
+            pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
+        )
+        self.validate_architecture()
+
+    @property
+    def has_latent(self) -> bool:
+        """True for a VAE, False for the language model with no latent."""
+        return self.latent_dim > 0
+
+    def validate_architecture(self) -> None:
+        """Raise `ValueError` naming the first option whose value cannot build a model."""
+        if self.encoder_type not in ENCODER_TYPES:
+            raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        if self.decoder_type not in DECODER_TYPES:
+            raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}")
+        if self.encoder_pooling not in POOLING_TYPES:
+            raise ValueError(f"encoder_pooling must be one of {POOLING_TYPES}, got {self.encoder_pooling!r}")
+        if self.position_embedding_type not in POSITION_TYPES:
+            raise ValueError(
+                f"position_embedding_type must be one of {POSITION_TYPES}, got {self.position_embedding_type!r}"
+            )
+        for name in (
+            "vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "encoder_num_layers",
+            "decoder_num_layers",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
+            raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")
+        for name in ("decoder_input_dropout", "decoder_output_dropout", "transformer_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if (
+            "transformer" in (self.encoder_type, self.decoder_type)
+            and self.hidden_size % self.num_attention_heads
+        ):
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.encoder_type == "hf" and self.has_latent and not self.encoder_name_or_path:
+            raise ValueError("encoder_type 'hf' needs encoder_name_or_path")
+        if self.decoder_type == "hf" and not self.decoder_name_or_path:
+            raise ValueError("decoder_type 'hf' needs decoder_name_or_path")
+        for name in ("encoder_backbone_config", "decoder_backbone_config"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, dict) and "model_type" in value):
+                raise ValueError(f"{name} must be a backbone config dict with a model_type, got {value!r}")

@@ -1,0 +1,230 @@
+"""The text VAE model: encoder, Gaussian posterior, reparameterization, decoder and losses.
+
+Module interface every architecture follows (recurrent in `recurrent.py`; others plug in the same way):
+
+- encoder: `forward(input_ids (B, T), attention_mask (B, T)) -> (B, output_size)`, attribute `output_size`;
+- decoder: `forward(input_ids (B, T), z (B, Z) | None, state=None, attention_mask=None)
+  -> (hidden (B, T, H), state)`, where `state=None` starts a sentence and the returned state continues it;
+  `project(hidden (..., H)) -> logits (..., V)`; `reorder_state(state, index (B',))` for beam search.
+
+A sentence is `[BOS, w_1 .. w_n, EOS]` plus padding. The decoder reads `[BOS, w_1 .. w_n]` and predicts
+`[w_1 .. w_n, EOS]`: the reconstruction loss covers the words plus EOS, never BOS (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration import TextVAEConfig
+
+
+@dataclass
+class TextVAEOutput(ModelOutput):
+    """What `TextVAEModel.forward` returns.
+
+    loss: scalar training loss, `mean(rec_loss) + kl_weight * KL term` (free bits applied to the KL term).
+    rec_loss: (B,) `-log p(x | z)` summed over words plus EOS.
+    kl: (B,) `KL(q(z | x) || N(0, I))` in closed form; zeros for a language model.
+    kl_per_dim: (B, Z) the same per latent dimension.
+    mu, logvar, z: (B, Z) posterior parameters and the latent the decoder read; None for a language model.
+    logits: (B, T - 1, V) decoder logits, zeros at padded positions; None unless asked for.
+    """
+
+    loss: torch.Tensor | None = None
+    rec_loss: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    kl_per_dim: torch.Tensor | None = None
+    mu: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(B, Z) posterior parameters -> (B, Z) `KL(N(mu, exp(logvar)) || N(0, 1))` per dimension."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(..., Z) points and Gaussian parameters -> (...) log density of a diagonal Gaussian."""
+    return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(dim=-1)
+
+
+def build_encoder(config: TextVAEConfig) -> nn.Module:
+    """The encoder module named by `config.encoder_type`."""
+    if config.encoder_type in ("lstm", "gru"):
+        from .recurrent import RecurrentEncoder
+
+        return RecurrentEncoder(config)
+    if config.encoder_type == "transformer":
+        from .transformer import TransformerEncoder
+
+        return TransformerEncoder(config)
+    from .backbones import PretrainedEncoder
+
+    return PretrainedEncoder(config)
+
+
+def build_decoder(config: TextVAEConfig) -> nn.Module:
+    """The decoder module named by `config.decoder_type`."""
+    if config.decoder_type in ("lstm", "gru"):
+        from .recurrent import RecurrentDecoder
+
+        return RecurrentDecoder(config)
+    if config.decoder_type == "transformer":
+        from .transformer import TransformerDecoder
+
+        return TransformerDecoder(config)
+    from .backbones import PretrainedDecoder
+
+    return PretrainedDecoder(config)
+
+
+class TextVAEModel(PreTrainedModel):
+    """A sentence VAE (Bowman et al. 2016): `q(z | x)` from the encoder, `p(x | z)` from the decoder.
+
+    With `config.latent_dim == 0` it is the decoder alone: a language model with the same code paths,
+    whose `kl` is zero, so VAE and language-model rows of a table are trained and evaluated alike.
+    """
+
+    config_class = TextVAEConfig
+    base_model_prefix = "textvae"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: TextVAEConfig):
+        super().__init__(config)
+        if config.has_latent:
+            self.encoder = build_encoder(config)
+            self.posterior = nn.Linear(self.encoder.output_size, 2 * config.latent_dim)
+        else:
+            self.encoder = None
+            self.posterior = None
+        self.decoder = build_decoder(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's default initialisation is what the reference LSTM VAEs train with; pretrained
+        # backbones keep their own weights.
+        pass
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(B, T) ids -> posterior `mu`, `logvar`, each (B, Z). Raises for a language model."""
+        if not self.config.has_latent:
+            raise ValueError("this model has no latent (latent_dim=0): it cannot encode sentences")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        features = self.encoder(input_ids, attention_mask)  # (B, F)
+        mu, logvar = self.posterior(features).chunk(2, dim=-1)
+        return mu, logvar
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None):
+        """`z = mu + exp(logvar / 2) * eps`, `eps ~ N(0, I)` (Kingma & Welling 2014); shapes (B, Z)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def reconstruction_loss(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        z: torch.Tensor | None,
+        word_dropout: float = 0.0,
+        return_logits: bool = False,
+    ):
+        """`-log p(x | z)` per sentence: (B, T) ids, (B, Z) z -> ((B,) loss, (B, T - 1, V) logits or None).
+
+        Logits are computed only at real (non-padding) positions: the vocabulary projection is most of
+        the arithmetic, so padding would otherwise cost as much as real tokens.
+        """
+        decoder_input = input_ids[:, :-1]  # (B, T-1): BOS, w_1 .. w_n (and padding)
+        labels = input_ids[:, 1:]  # (B, T-1): w_1 .. w_n, EOS (and padding)
+        label_mask = attention_mask[:, 1:].bool()
+        if word_dropout > 0.0 and self.training:
+            # Bowman et al. (2016): hide some of the decoder's input words behind UNK so that it must
+            # lean on z. BOS stays, so the first prediction is never blind to which sentence starts.
+            drop = torch.rand(decoder_input.shape, device=input_ids.device) < word_dropout
+            drop[:, 0] = False
+            decoder_input = decoder_input.masked_fill(drop & attention_mask[:, :-1].bool(), self.config.unk_token_id)
+        hidden, _ = self.decoder(decoder_input, z, attention_mask=attention_mask[:, :-1])  # (B, T-1, H)
+        real_hidden = hidden[label_mask]  # (N, H)
+        real_logits = self.decoder.project(real_hidden).float()  # (N, V)
+        token_loss = F.cross_entropy(real_logits, labels[label_mask], reduction="none")  # (N,)
+        rec_loss = hidden.new_zeros(label_mask.shape, dtype=token_loss.dtype)
+        rec_loss = rec_loss.masked_scatter(label_mask, token_loss).sum(dim=1)  # (B,)
+        logits = None
+        if return_logits:
+            logits = real_logits.new_zeros(*label_mask.shape, real_logits.size(-1))
+            logits[label_mask] = real_logits
+        return rec_loss, logits
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
+        free_bits: float = 0.0,
+        word_dropout: float = 0.0,
+        sample_latent: bool = True,
+        return_logits: bool = True,
+        encoder_input_ids: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> TextVAEOutput:
+        """Encode, sample `z` (or take the posterior mean, or a given `z`), decode, and score.
+
+        input_ids: (B, T) `[BOS, words, EOS]` plus padding; attention_mask: (B, T), 1 on real tokens.
+        z: (B, Z) to decode from instead of the posterior (KL is still that of the posterior).
+        free_bits: per-dimension floor on the batch-mean KL (Kingma et al. 2016), in nats.
+        encoder_input_ids / encoder_attention_mask: (B, S) the sentence in the encoder's own vocabulary,
+        for a pretrained encoder whose tokenizer differs from the decoder's; default: `input_ids`.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if input_ids.size(1) < 2:
+            raise ValueError("input_ids must hold at least BOS and EOS (length >= 2)")
+        mu = logvar = None
+        batch_size = input_ids.size(0)
+        if self.config.has_latent:
+            if encoder_input_ids is None:
+                encoder_input_ids, encoder_attention_mask = input_ids, attention_mask
+            mu, logvar = self.encode(encoder_input_ids, encoder_attention_mask)
+            if z is None:
+                z = self.reparameterize(mu, logvar) if sample_latent else mu
+            kl_per_dim = gaussian_kl(mu, logvar).float()  # (B, Z)
+        else:
+            z = None
+            kl_per_dim = input_ids.new_zeros((batch_size, 0), dtype=torch.float)
+        kl = kl_per_dim.sum(dim=1)  # (B,)
+        rec_loss, logits = self.reconstruction_loss(input_ids, attention_mask, z, word_dropout, return_logits)
+        if free_bits > 0.0 and self.config.has_latent:
+            # Below the floor a dimension's KL carries no gradient, so the optimiser has no reason to
+            # shut that dimension off.
+            kl_term = kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+        else:
+            kl_term = kl.mean()
+        loss = rec_loss.mean() + kl_weight * kl_term
+        return TextVAEOutput(
+            loss=loss,
+            rec_loss=rec_loss,
+            kl=kl,
+            kl_per_dim=kl_per_dim,
+            mu=mu,
+            logvar=logvar,
+            z=z,
+            logits=logits,
+        )
+
+
+AutoConfig.register(TextVAEConfig.model_type, TextVAEConfig)
+AutoModel.register(TextVAEConfig, TextVAEModel)
