@@ -1,0 +1,208 @@
+"""Run folders: saving and loading trained models and resumable checkpoints, always atomically.
+
+A run folder is a model folder (`config.json`, `model.safetensors`, tokenizer files, `train_config.json`,
+`history.json`, `metrics.jsonl`) with resumable state in `checkpoint-<step>/` folders beside it. Every
+write goes to a temporary name first and is renamed into place, so killing training at any moment
+never leaves a half-written model or checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from .configuration import TextVAEConfig
+from .modeling import TextVAEModel
+from .tokenization import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+ENCODER_TOKENIZER_DIR = "encoder_tokenizer"
+TRAIN_CONFIG_NAME = "train_config.json"
+HISTORY_NAME = "history.json"
+METRICS_NAME = "metrics.jsonl"
+TRAINER_STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def write_atomically(folder: Path, writer: Callable[[Path], None]) -> None:
+    """Let `writer` fill a temporary folder, then move each file it wrote into `folder` by rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    try:
+        writer(staging)
+        for path in sorted(staging.rglob("*")):
+            target = folder / path.relative_to(staging)
+            if path.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(path, target)  # atomic on one file system
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: Path, value) -> None:
+    """Write JSON to `path` through a temporary file and a rename."""
+    write_atomically(
+        path.parent, lambda staging: (staging / path.name).write_text(json.dumps(value, indent=2) + "\n")
+    )
+
+
+def save_model(folder: Path, model: TextVAEModel, tokenizer=None, encoder_tokenizer=None) -> None:
+    """Save weights, config and tokenizer(s) into `folder`, each file replaced atomically."""
+
+    def writer(staging: Path) -> None:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if encoder_tokenizer is not None:
+            encoder_tokenizer.save_pretrained(staging / ENCODER_TOKENIZER_DIR)
+
+    with _quiet_transformers():
+        write_atomically(folder, writer)
+
+
+class _quiet_transformers:
+    """Silence transformers' progress bars and info lines while saving / loading."""
+
+    def __enter__(self):
+        self.level = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        transformers_logging.set_verbosity(self.level)
+        transformers_logging.enable_progress_bar()
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> TextVAEModel:
+    """Load a saved model, refusing folders that are not textvae models and weights that do not fit."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"model folder not found: {folder}")
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"{folder} is not a textvae model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{config_path} is not valid JSON") from None
+    if raw.get("model_type") != TextVAEConfig.model_type:
+        raise ValueError(f"{folder} is not a textvae model (model_type {raw.get('model_type')!r})")
+    try:
+        with _quiet_transformers():
+            model, info = TextVAEModel.from_pretrained(folder, output_loading_info=True)
+    except ValueError as error:
+        raise ValueError(f"cannot load {folder}: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # corrupt safetensors, shape mismatches: many exception types
+        raise ValueError(
+            f"cannot load the weights in {folder} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
+    problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
+    if problems or info.get("error_msgs"):
+        raise ValueError(f"the weights in {folder} do not match its config: {problems or info['error_msgs']}")
+    return model.to(device).eval()
+
+
+def load_run(folder: str | Path, device: str | torch.device = "cpu"):
+    """(model, tokenizer, encoder tokenizer or None) of a run folder, checked against each other."""
+    folder = Path(folder)
+    model = load_model(folder, device)
+    if not (folder / TOKENIZER_NAME).is_file():
+        raise ValueError(f"{folder} has no {TOKENIZER_NAME}: not a complete textvae model folder")
+    try:
+        tokenizer = load_tokenizer(folder)
+    except Exception as error:
+        raise ValueError(f"cannot load the tokenizer in {folder}: {str(error).splitlines()[0]}") from None
+    check_tokenizer_matches(model.config, tokenizer, folder)
+    encoder_tokenizer = None
+    if (folder / ENCODER_TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer
+
+        encoder_tokenizer = AutoTokenizer.from_pretrained(str(folder / ENCODER_TOKENIZER_DIR))
+    return model, tokenizer, encoder_tokenizer
+
+
+def check_tokenizer_matches(config: TextVAEConfig, tokenizer, folder: Path | str = "") -> None:
+    """Raise `ValueError` when the tokenizer's vocabulary or special ids differ from the model's."""
+    if len(tokenizer) != config.vocab_size:
+        raise ValueError(
+            f"tokenizer in {folder} has {len(tokenizer)} tokens but the model expects {config.vocab_size}: "
+            "the tokenizer does not belong to this model"
+        )
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if getattr(tokenizer, name) != getattr(config, name):
+            raise ValueError(
+                f"tokenizer {name} {getattr(tokenizer, name)} differs from the model's {getattr(config, name)}"
+            )
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """Complete `checkpoint-<step>/` folders of a run, oldest first."""
+    folders = [
+        path
+        for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if path.is_dir()
+        and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (path / TRAINER_STATE_NAME).is_file()
+    ]
+    return sorted(folders, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, keep: int) -> Path:
+    """Write `checkpoint-<step>/` (weights, optimiser, scheduler, RNG, trainer state) under a temporary name."""
+    final = run_dir / f"{CHECKPOINT_PREFIX}{state['step']}"
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-checkpoint-", dir=run_dir))
+    try:
+        with _quiet_transformers():
+            model.save_pretrained(staging)
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "rng": rng,
+            },
+            staging / OPTIMIZER_NAME,
+        )
+        (staging / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in checkpoint_folders(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimiser, scheduler and RNG from a checkpoint; return its trainer state."""
+    try:
+        saved = load_model(folder, device=next(model.parameters()).device)
+        model.load_state_dict(saved.state_dict())
+        extra = torch.load(folder / OPTIMIZER_NAME, weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(extra["optimizer"])
+        if scheduler is not None and extra["scheduler"] is not None:
+            scheduler.load_state_dict(extra["scheduler"])
+        state = json.loads((folder / TRAINER_STATE_NAME).read_text())
+    except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"checkpoint {folder} is corrupt or does not fit this run: {error}") from None
+    torch.set_rng_state(extra["rng"]["cpu"])
+    if "cuda" in extra["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
+    return state

@@ -1,0 +1,391 @@
+"""The training loop: data, model, optimiser, KL schedule, validation, best model, early stopping, resume.
+
+`train(config)` starts a run in `output_dir`; `train(None, resume=RUN)` continues one from its last
+`checkpoint-<step>/` and reaches the same weights as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpointing as ckpt
+from .configuration import TextVAEConfig
+from .data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
+from .modeling import TextVAEModel
+from .tokenization import train_tokenizer
+from .training_config import TrainConfig, kl_weight
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Tokenized splits and the tokenizer(s) a run trains with."""
+
+    tokenizer: object
+    encoder_tokenizer: object | None
+    train: TokenizedSplit
+    validation: TokenizedSplit
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; a requested cuda device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
+    """Load and tokenize the corpus; train the tokenizer on the training split unless one is given."""
+    corpus = load_corpus(
+        config.data,
+        data_dir=config.data_dir,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        encoding_errors=config.encoding_errors,
+        text_column=config.text_column,
+    )
+    model_options = config.model
+    if tokenizer is None and model_options.get("decoder_type") == "hf":
+        from .backbones import load_backbone_tokenizer
+
+        tokenizer = load_backbone_tokenizer(model_options.get("decoder_name_or_path"))
+    if encoder_tokenizer is None and model_options.get("encoder_type") == "hf":
+        from .backbones import load_backbone_tokenizer
+
+        encoder_tokenizer = load_backbone_tokenizer(model_options.get("encoder_name_or_path"))
+    if tokenizer is None:
+        tokenizer = train_tokenizer(
+            corpus["train"]["text"], config.tokenizer_type, config.min_frequency, config.max_vocab_size
+        )
+    tokenized = tokenize_corpus(corpus, tokenizer, encoder_tokenizer, config.max_length, config.overlong)
+    return PreparedData(
+        tokenizer=tokenizer,
+        encoder_tokenizer=encoder_tokenizer,
+        train=TokenizedSplit.from_dataset(tokenized["train"]),
+        validation=TokenizedSplit.from_dataset(tokenized["validation"]),
+    )
+
+
+def build_model(config: TrainConfig, tokenizer) -> TextVAEModel:
+    """A fresh model: `config.model` options, vocabulary and special ids from the tokenizer."""
+    options = dict(config.model)
+    unknown = sorted(set(options) - set(TextVAEConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+    options.update(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        unk_token_id=tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id,
+    )
+    if "hf" in (options.get("encoder_type"), options.get("decoder_type")):
+        from .backbones import backbone_config_overrides, load_pretrained_backbones
+
+        options.update(backbone_config_overrides(options))
+        model = TextVAEModel(TextVAEConfig(**options))
+        load_pretrained_backbones(model)
+        return model
+    return TextVAEModel(TextVAEConfig(**options))
+
+
+def make_optimizer(config: TrainConfig, model: TextVAEModel) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
+    """plateau steps once per epoch on valid -ELBO; cosine steps once per optimiser step."""
+    if config.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.lr_decay, patience=config.lr_patience
+        )
+    if config.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    return None
+
+
+@torch.no_grad()
+def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: int = 0) -> dict:
+    """rec, KL, -ELBO (weight 1) per sentence, the PPL bound and active units over a split.
+
+    z is drawn with its own generator, so validation neither depends on nor moves the training RNG.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sampler = LengthBucketSampler(split.lengths, batch_size, shuffle=False)
+    rec_total = kl_total = 0.0
+    means = []
+    for indices in sampler:
+        batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
+        z = None
+        if model.config.has_latent:
+            mu, logvar = model.encode(
+                batch.get("encoder_input_ids", batch["input_ids"]),
+                batch.get("encoder_attention_mask", batch["attention_mask"]),
+            )
+            z = model.reparameterize(mu, logvar, generator)
+            kl_total += float(torch.sum(0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)))
+            means.append(mu.float().cpu())
+        rec, _ = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], z)
+        rec_total += float(rec.sum())
+    count, tokens = len(split), split.num_target_tokens()
+    metrics = {"rec": rec_total / count, "kl": kl_total / count}
+    metrics["neg_elbo"] = metrics["rec"] + metrics["kl"]
+    metrics["ppl_bound"] = math.exp((rec_total + kl_total) / tokens)
+    if means:
+        metrics["au"] = int((torch.cat(means).var(dim=0) >= 0.01).sum())
+    return metrics
+
+
+class Trainer:
+    """Runs the loop for one run folder; all state needed to resume is in its checkpoints."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, model: TextVAEModel, data: PreparedData):
+        self.config, self.run_dir, self.model, self.data = config, run_dir, model, data
+        self.device = resolve_device(config.device)
+        self.model.to(self.device)
+        self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
+        self.steps_per_epoch = len(self.sampler.batches())
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = make_optimizer(config, model)
+        self.scheduler = make_scheduler(config, self.optimizer, self.total_steps)
+        self.state = {
+            "step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "best_neg_elbo": None,
+            "epochs_without_improvement": 0,
+            "history": [],
+            "finished": False,
+        }
+        encoder_tokenizer = data.encoder_tokenizer
+        self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
+
+    def resume_from(self, checkpoint: Path) -> None:
+        self.state = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        metrics = self.run_dir / ckpt.METRICS_NAME
+        if metrics.is_file():  # drop lines written after the checkpoint: they will be written again
+            lines = [
+                line
+                for line in metrics.read_text().splitlines()
+                if line and json.loads(line).get("step", 0) <= self.state["step"]
+            ]
+            metrics.write_text("".join(line + "\n" for line in lines))
+        logger.info(
+            "resumed from %s (step %d, epoch %d)",
+            checkpoint.name,
+            self.state["step"],
+            self.state["epoch"] + 1,
+        )
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _log(self, record: dict) -> None:
+        with open(self.run_dir / ckpt.METRICS_NAME, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def _train_step(self, batch: dict) -> dict:
+        config, step = self.config, self.state["step"]
+        weight = kl_weight(config, step, self.total_steps)
+        with self._autocast():
+            output = self.model(
+                **batch,
+                kl_weight=weight,
+                free_bits=config.free_bits,
+                word_dropout=config.word_dropout,
+                return_logits=False,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        if config.lr_scheduler == "cosine":
+            self.scheduler.step()
+        return {
+            "loss": output.loss.item(),
+            "rec": output.rec_loss.mean().item(),
+            "kl": output.kl.mean().item(),
+            "kl_weight": weight,
+        }
+
+    def _run_epoch(self) -> bool:
+        """Train the rest of the current epoch; False when max_steps stopped it early."""
+        config, state = self.config, self.state
+        self.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+        self.model.train()
+        bar = tqdm(
+            self.sampler,
+            total=len(self.sampler),
+            desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        )
+        for indices in bar:
+            batch = {
+                k: v.to(self.device)
+                for k, v in collate(
+                    self.data.train, indices, self.model.config.pad_token_id, self.encoder_pad_id
+                ).items()
+            }
+            metrics = self._train_step(batch)
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.2f}", kl=f"{metrics['kl']:.2f}", beta=f"{metrics['kl_weight']:.3f}"
+            )
+            if state["step"] % config.log_steps == 0:
+                self._log(
+                    {
+                        "step": state["step"],
+                        "epoch": state["epoch"] + 1,
+                        "split": "train",
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        **metrics,
+                    }
+                )
+            if config.max_steps is not None and state["step"] >= config.max_steps:
+                self._checkpoint()
+                return False
+            if config.save_steps and state["step"] % config.save_steps == 0:
+                self._checkpoint()
+        return True
+
+    def _end_epoch(self, seconds: float) -> bool:
+        """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
+        config, state = self.config, self.state
+        metrics = validate(self.model, self.data.validation, config.batch_size, seed=config.seed)
+        record = {
+            "step": state["step"],
+            "epoch": state["epoch"] + 1,
+            "split": "validation",
+            "seconds": round(seconds, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **metrics,
+        }
+        state["history"].append(record)
+        self._log(record)
+        logger.info(
+            "epoch %d: valid rec %.2f  kl %.2f  -elbo %.2f  ppl<=%.1f  au %s",
+            record["epoch"],
+            metrics["rec"],
+            metrics["kl"],
+            metrics["neg_elbo"],
+            metrics["ppl_bound"],
+            metrics.get("au", "-"),
+        )
+        if state["best_neg_elbo"] is None or metrics["neg_elbo"] < state["best_neg_elbo"]:
+            state["best_neg_elbo"] = metrics["neg_elbo"]
+            state["epochs_without_improvement"] = 0
+            ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
+        else:
+            state["epochs_without_improvement"] += 1
+        ckpt.write_json(self.run_dir / ckpt.HISTORY_NAME, state["history"])
+        if config.lr_scheduler == "plateau":
+            self.scheduler.step(metrics["neg_elbo"])
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        patience = config.early_stopping_patience
+        return bool(patience) and state["epochs_without_improvement"] >= patience
+
+    def _checkpoint(self) -> None:
+        ckpt.save_checkpoint(
+            self.run_dir, self.model, self.optimizer, self.scheduler, self.state, self.config.keep_checkpoints
+        )
+
+    def train(self) -> list[dict]:
+        """Train to the last epoch, early stop, or max_steps; return the validation history."""
+        state = self.state
+        while state["epoch"] < self.config.epochs and not state["finished"]:
+            started = time.time()
+            if not self._run_epoch():
+                return state["history"]
+            if self._end_epoch(time.time() - started):
+                logger.info(
+                    "early stopping: no better valid -ELBO for %d epochs", self.config.early_stopping_patience
+                )
+                state["finished"] = True
+            state["finished"] = state["finished"] or state["epoch"] >= self.config.epochs
+            self._checkpoint()
+        return state["history"]
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to train into a folder holding other files; `overwrite` only replaces an earlier run."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"output folder {run_dir} is not empty: choose another --output-dir, continue it with --resume, or replace it with --overwrite"
+            )
+        if not (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file():
+            raise ValueError(f"refusing to overwrite {run_dir}: it is not a textvae run folder")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(
+    config: TrainConfig | None,
+    output_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    overrides: dict | None = None,
+) -> Path:
+    """Train a text VAE into `output_dir`, or continue the run in `resume`; returns the run folder.
+
+    On resume the saved training config is used, updated with `overrides` (for example more epochs).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        checkpoints = ckpt.checkpoint_folders(run_dir) if run_dir.is_dir() else []
+        if not checkpoints:
+            raise ValueError(f"nothing to resume in {run_dir}: no checkpoint-<step>/ folder")
+        saved = ckpt.TRAIN_CONFIG_NAME
+        config = TrainConfig.from_dict({**json.loads((run_dir / saved).read_text()), **(overrides or {})})
+        model, tokenizer, encoder_tokenizer = ckpt.load_run(checkpoints[-1].parent)
+        data = prepare_data(config, tokenizer, encoder_tokenizer)
+    else:
+        if config is None or output_dir is None:
+            raise ValueError("give a training config and an output folder, or a run to resume")
+        run_dir = Path(output_dir)
+        torch.manual_seed(config.seed)
+        data = prepare_data(config)  # before touching the folder: bad data must not cost a user's files
+        prepare_run_dir(run_dir, overwrite)
+        model = build_model(config, data.tokenizer)
+    # max_steps is a stop condition for this invocation, not a hyperparameter: a resumed run runs on.
+    dataclasses.replace(config, max_steps=None).save(run_dir / ckpt.TRAIN_CONFIG_NAME)
+    trainer = Trainer(config, run_dir, model, data)
+    if resume is not None:
+        trainer.resume_from(ckpt.checkpoint_folders(run_dir)[-1])
+        trainer.state["finished"] = (
+            trainer.state["epoch"] >= config.epochs
+        )  # more epochs may have been asked for
+    else:
+        ckpt.save_model(run_dir, model, data.tokenizer, data.encoder_tokenizer)
+    trainer.train()
+    return run_dir

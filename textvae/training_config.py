@@ -1,0 +1,214 @@
+"""`TrainConfig`: every training option, with help text, checks, and YAML / JSON loading; KL weight schedules.
+
+Architecture options live in `TextVAEConfig`; `TrainConfig.model` holds the overrides of its defaults,
+so no architecture hyperparameter is declared twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULERS = ("plateau", "cosine", "constant")
+
+
+def _option(default, help: str, **kwargs):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """How to train a text VAE. Every field is a `textvae train --flag` and a key of a config file."""
+
+    # Data and tokenizer.
+    data: str = _option(
+        "ptb",
+        "corpus: a text file, a folder with train.txt / valid.txt, a named corpus (ptb) or a Hub dataset id",
+    )
+    data_dir: str | None = _option(None, "folder holding named corpora (default: $TEXTVAE_DATA, else data/)")
+    text_column: str = _option("text", "column of a Hub dataset that holds the sentences")
+    validation_fraction: float = _option(
+        0.05, "share of train cut off as validation when the corpus has none"
+    )
+    encoding_errors: str = _option(
+        "strict", "what to do with bytes that are not UTF-8: strict (error), replace or ignore"
+    )
+    max_length: int | None = _option(None, "longest sentence kept, in tokens (default: no limit)")
+    overlong: str = _option("truncate", "what to do with longer sentences: truncate or drop")
+    tokenizer_type: str = _option(
+        "word", "word (whitespace, for pre-tokenized text such as PTB) or bpe (raw text)"
+    )
+    min_frequency: int = _option(1, "words seen fewer times become unk")
+    max_vocab_size: int | None = _option(
+        None, "largest vocabulary, special tokens included (BPE default 8000)"
+    )
+    model: dict[str, Any] = _option(
+        {}, "architecture options (TextVAEConfig fields); on the command line, one flag each"
+    )
+    # Optimisation.
+    epochs: int = _option(30, "number of passes over the training set")
+    max_steps: int | None = _option(
+        None, "stop after this many optimiser steps in all (a checkpoint is written)"
+    )
+    batch_size: int = _option(32, "sentences per batch")
+    optimizer: str = _option("adam", f"one of {', '.join(OPTIMIZERS)}")
+    learning_rate: float = _option(1e-3, "initial learning rate")
+    weight_decay: float = _option(0.0, "weight decay")
+    momentum: float = _option(0.0, "momentum (sgd only)")
+    lr_scheduler: str = _option(
+        "plateau", f"one of {', '.join(LR_SCHEDULERS)}; plateau decays on valid -ELBO as He et al. 2019 do"
+    )
+    lr_decay: float = _option(0.5, "plateau: factor applied to the learning rate")
+    lr_patience: int = _option(1, "plateau: epochs without improvement before a decay")
+    max_grad_norm: float = _option(5.0, "gradient clipping norm (0 disables it)")
+    # KL weight and the remedies for posterior collapse.
+    kl_schedule: str = _option("linear", f"KL weight schedule, one of {', '.join(KL_SCHEDULES)}")
+    kl_start: float = _option(0.0, "KL weight at step 0 (linear)")
+    kl_warmup_steps: int = _option(
+        10000, "linear: steps from kl_start to beta; logistic: midpoint is half of it"
+    )
+    kl_logistic_slope: float = _option(
+        0.0025, "logistic: slope k of beta / (1 + exp(-k (step - midpoint))) (Bowman et al. 2016)"
+    )
+    kl_cycles: int = _option(4, "cyclical: number of cycles over the whole training (Fu et al. 2019)")
+    kl_cycle_ratio: float = _option(0.5, "cyclical: share of each cycle spent increasing the weight")
+    beta: float = _option(1.0, "maximum KL weight")
+    free_bits: float = _option(
+        0.125,
+        "free bits per latent dimension, in nats, on the batch-mean KL (Kingma et al. 2016); 0 disables",
+    )
+    word_dropout: float = _option(
+        0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
+    )
+    # Loop, checkpoints, machine.
+    early_stopping_patience: int = _option(
+        5, "stop after this many epochs without a better valid -ELBO (0 disables)"
+    )
+    save_steps: int = _option(
+        0, "also write a checkpoint every this many steps (0: at the end of each epoch only)"
+    )
+    keep_checkpoints: int = _option(1, "how many checkpoint-<step>/ folders to keep")
+    log_steps: int = _option(50, "write training metrics every this many steps")
+    seed: int = _option(0, "random seed (batches, initialisation, dropout, z samples)")
+    device: str = _option("auto", "cuda, cpu, or auto (cuda when available)")
+    bf16: bool = _option(True, "bf16 autocast on CUDA (ignored on the CPU)")
+    progress: bool = _option(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first option whose value is out of range."""
+        choices = {
+            "kl_schedule": KL_SCHEDULES,
+            "optimizer": OPTIMIZERS,
+            "lr_scheduler": LR_SCHEDULERS,
+            "overlong": ("truncate", "drop"),
+            "tokenizer_type": ("word", "bpe"),
+            "encoding_errors": ("strict", "replace", "ignore"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        positive = ("epochs", "batch_size", "kl_cycles", "keep_checkpoints", "log_steps", "min_frequency")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_steps", "max_length", "max_vocab_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        non_negative = (
+            "learning_rate",
+            "weight_decay",
+            "momentum",
+            "max_grad_norm",
+            "kl_start",
+            "kl_warmup_steps",
+            "beta",
+            "free_bits",
+            "early_stopping_patience",
+            "save_steps",
+            "lr_patience",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("word_dropout", "validation_fraction", "kl_cycle_ratio", "lr_decay"):
+            value = getattr(self, name)
+            low_ok = name == "word_dropout" and value == 0
+            if not (0 < value < 1 or low_ok or (name == "kl_cycle_ratio" and value == 1)):
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a mapping of architecture options, got {self.model!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise `ValueError` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Load a `.yaml` / `.yml` / `.json` config file."""
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file; `ValueError` for a missing, unreadable or non-mapping file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read config file {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of options")
+    return values
+
+
+def kl_weight(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The KL weight at optimiser step `step` (0-based) of `total_steps`.
+
+    linear: from kl_start to beta over kl_warmup_steps (Bowman et al. 2016; He et al. 2019).
+    logistic: beta / (1 + exp(-k (step - kl_warmup_steps / 2))) (Bowman et al. 2016).
+    cyclical: kl_cycles cycles, each rising linearly from 0 to beta over the first kl_cycle_ratio of the
+    cycle and then held at beta (Fu et al. 2019).
+    """
+    beta = config.beta
+    if config.kl_schedule == "constant":
+        return beta
+    if config.kl_schedule == "linear":
+        if config.kl_warmup_steps == 0:
+            return beta
+        return min(beta, config.kl_start + (beta - config.kl_start) * step / config.kl_warmup_steps)
+    if config.kl_schedule == "logistic":
+        exponent = -config.kl_logistic_slope * (step - config.kl_warmup_steps / 2)
+        return beta / (1.0 + math.exp(min(exponent, 700.0)))
+    period = max(total_steps / config.kl_cycles, 1.0)
+    position = (step % period) / period
+    return beta * min(1.0, position / config.kl_cycle_ratio)
