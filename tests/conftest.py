@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny corpus written by the test and one tiny trained run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from textvae.training import train
+from textvae.training_config import TrainConfig
+
+from .helpers import TINY_TRAIN, make_sentences
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(make_sentences(120)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny model trained for two epochs on a tiny corpus (shared by the pipeline and CLI tests)."""
+    folder = tmp_path_factory.mktemp("run")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(make_sentences(200, seed=1)) + "\n", encoding="utf-8")
+    return train(TrainConfig(data=str(corpus), **TINY_TRAIN), output_dir=folder / "run")

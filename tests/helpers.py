@@ -1,0 +1,64 @@
+"""Helpers shared by the tests: tiny sentences, configs, models and batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from textvae import TextVAEConfig, TextVAEModel
+
+PTB_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WORDS = "the a cat dog sat ran on under mat rug big small red blue".split()
+
+
+def make_sentences(count: int, seed: int = 0) -> list[str]:
+    """Short random sentences over a 14-word vocabulary, reproducible by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    sentences = []
+    for _ in range(count):
+        length = int(torch.randint(2, 8, (1,), generator=generator))
+        ids = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+        sentences.append(" ".join(WORDS[i] for i in ids))
+    return sentences
+
+
+def tiny_config(**overrides) -> TextVAEConfig:
+    options = dict(
+        vocab_size=20,
+        embedding_size=8,
+        hidden_size=8,
+        latent_dim=4,
+        decoder_input_dropout=0.0,
+        decoder_output_dropout=0.0,
+    )
+    options.update(overrides)
+    return TextVAEConfig(**options)
+
+
+def tiny_model(seed: int = 0, **overrides) -> TextVAEModel:
+    torch.manual_seed(seed)
+    return TextVAEModel(tiny_config(**overrides)).eval()
+
+
+def random_batch(batch_size: int, length: int = 7, vocab_size: int = 20, seed: int = 0):
+    """(B, T) ids `[BOS, words, EOS]` with ragged lengths, and their attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.zeros(batch_size, length, dtype=torch.long)
+    attention_mask = torch.zeros(batch_size, length, dtype=torch.long)
+    for row in range(batch_size):
+        size = length if row == 0 else int(torch.randint(3, length + 1, (1,), generator=generator))
+        words = torch.randint(4, vocab_size, (size - 2,), generator=generator)
+        input_ids[row, :size] = torch.cat([torch.tensor([1]), words, torch.tensor([2])])
+        attention_mask[row, :size] = 1
+    return input_ids, attention_mask
+
+
+TINY_TRAIN = dict(
+    epochs=2,
+    batch_size=16,
+    log_steps=5,
+    progress=False,
+    kl_warmup_steps=20,
+    model=dict(embedding_size=16, hidden_size=16, latent_dim=4),
+)

@@ -1,0 +1,184 @@
+"""The `textvae` command: every subcommand end to end, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from textvae.cli import main
+
+from .helpers import make_sentences
+
+
+def run_cli(capsys, *args):
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_sample_reconstruct_interpolate_encode(tmp_path, capsys, caplog, corpus_file):
+    run = tmp_path / "run"
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 1\nbatch_size: 16\nmodel:\n  hidden_size: 12\n", encoding="utf-8")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        config,
+        "--data",
+        corpus_file,
+        "-o",
+        run,
+        "--embedding-size",
+        8,
+        "--latent-dim",
+        3,
+        "--no-progress",
+        "--word-dropout",
+        0.1,
+        "--kl-schedule",
+        "cyclical",
+    )
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["hidden_size"], saved["embedding_size"], saved["latent_dim"]) == (12, 8, 3)
+    assert json.loads((run / "train_config.json").read_text())["kl_schedule"] == "cyclical"
+
+    code, out, _ = run_cli(capsys, "sample", run, "-n", 3, "--seed", 1, "--top-p", 0.9)
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run_cli(capsys, "reconstruct", run, "the cat sat", "a dog", "--strategy", "beam")
+    assert code == 0 and len(out.splitlines()) == 2
+    code, out, _ = run_cli(
+        capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 4, "--method", "slerp"
+    )
+    assert code == 0 and len(out.splitlines()) == 4
+
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("the cat\n\na dog ran\n", encoding="utf-8")
+    code, _, _ = run_cli(capsys, "encode", run, "--file", sentences, "--output", tmp_path / "z.npy")
+    assert code == 0 and np.load(tmp_path / "z.npy").shape == (2, 3)
+    assert "skipped 1 blank line" in caplog.text
+    code, _, _ = run_cli(capsys, "encode", run, "the cat", "--output", tmp_path / "z.jsonl")
+    row = json.loads((tmp_path / "z.jsonl").read_text().splitlines()[0])
+    assert code == 0 and row["sentence"] == "the cat" and len(row["mu"]) == len(row["logvar"]) == 3
+
+
+def test_resume_from_the_command_line(tmp_path, capsys, corpus_file):
+    run = tmp_path / "run"
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--data",
+            corpus_file,
+            "-o",
+            run,
+            "--epochs",
+            2,
+            "--max-steps",
+            3,
+            "--hidden-size",
+            8,
+            "--embedding-size",
+            8,
+            "--latent-dim",
+            2,
+            "--no-progress",
+        )[0]
+        == 0
+    )
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--no-progress")
+    assert code == 0, err
+    assert len(json.loads((run / "history.json").read_text())) == 2
+
+
+def test_reconstruct_reads_standard_input(trained_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "textvae.cli", "reconstruct", str(trained_run)],
+        input="the cat sat\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
+
+
+def test_help_documents_every_command(capsys):
+    for command in ("train", "sample", "reconstruct", "interpolate", "encode", "evaluate"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: textvae " + command in capsys.readouterr().out
+
+
+def bad_inputs(tmp_path, run, corpus_file):
+    not_utf8 = tmp_path / "latin1.txt"
+    not_utf8.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("hello")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(run, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00garbage")
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(run, mismatched)
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(make_sentences(50, seed=9) + ["entirely new words here"]) + "\n")
+    from textvae.tokenization import train_word_tokenizer
+
+    train_word_tokenizer(other.read_text().splitlines()).save_pretrained(mismatched)
+    return {
+        "missing corpus": (
+            ["train", "--data", tmp_path / "nope.txt", "-o", tmp_path / "r1"],
+            "corpus not found",
+        ),
+        "empty corpus": (["train", "--data", empty, "-o", tmp_path / "r2"], "empty"),
+        "non-UTF-8 corpus": (
+            ["train", "--data", not_utf8, "-o", tmp_path / "r3"],
+            "not UTF-8.*--encoding-errors",
+        ),
+        "bad option value": (
+            ["train", "--data", corpus_file, "--kl-schedule", "sometimes"],
+            "kl_schedule must be one of",
+        ),
+        "bad number": (["train", "--data", corpus_file, "--epochs", "many"], "invalid int value"),
+        "empty sentence": (["reconstruct", run, ""], "empty"),
+        "blank interpolation end": (["interpolate", run, "the cat", "  "], "empty"),
+        "not a model": (["sample", not_a_model], "not a textvae model folder"),
+        "missing model": (["sample", tmp_path / "nowhere"], "not found"),
+        "corrupt weights": (["sample", corrupt], "cannot load the weights"),
+        "tokenizer of another model": (["sample", mismatched], "does not belong to this model"),
+        "zero samples": (["sample", run, "-n", "0"], "positive integer"),
+        "negative samples": (["sample", run, "-n", "-2"], "positive integer"),
+        "unknown strategy": (["reconstruct", run, "a", "--strategy", "telepathy"], "invalid choice"),
+        "bad output suffix": (["encode", run, "a", "--output", tmp_path / "z.csv"], r"\.npy or \.jsonl"),
+        "bad temperature": (["sample", run, "--temperature", "0"], "temperature must be positive"),
+        "bad steps": (["interpolate", run, "a", "b", "--steps", "1"], "steps must be at least 2"),
+    }
+
+
+def test_bad_inputs_give_one_line_and_a_nonzero_exit(tmp_path, capsys, trained_run, corpus_file):
+    for name, (args, message) in bad_inputs(tmp_path, trained_run, corpus_file).items():
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit_info:  # argparse's own errors
+            code = exit_info.code
+        _, err = capsys.readouterr()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code != 0, name
+        assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err}"
+        assert __import__("re").search(message, lines[0]), f"{name}: {lines[0]}"
+
+
+def test_encode_never_overwrites_without_force(tmp_path, capsys, trained_run):
+    output = tmp_path / "z.npy"
+    output.write_bytes(b"precious")
+    code, _, err = run_cli(capsys, "encode", trained_run, "the cat", "--output", output)
+    assert code == 2 and "exists" in err and output.read_bytes() == b"precious"

@@ -1,0 +1,171 @@
+"""The recurrent VAE: shapes, causality, KL, free bits, word dropout, save / load, the language model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel
+
+import textvae
+from textvae import TextVAEConfig, TextVAEModel
+from textvae.modeling import gaussian_kl
+
+from .helpers import random_batch, tiny_model
+
+ARCHITECTURES = [
+    dict(
+        encoder_type=cell,
+        decoder_type=cell,
+        encoder_num_layers=layers,
+        decoder_num_layers=layers,
+        bidirectional_encoder=bidirectional,
+    )
+    for cell in ("lstm", "gru")
+    for layers in (1, 2)
+    for bidirectional in (False, True)
+]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_forward_shapes(architecture, batch_size):
+    model = tiny_model(**architecture)
+    input_ids, attention_mask = random_batch(batch_size)
+    output = model(input_ids, attention_mask)
+    assert output.loss.dim() == 0 and torch.isfinite(output.loss)
+    assert output.rec_loss.shape == output.kl.shape == (batch_size,)
+    assert (
+        output.mu.shape == output.logvar.shape == output.z.shape == output.kl_per_dim.shape == (batch_size, 4)
+    )
+    assert output.logits.shape == (batch_size, input_ids.size(1) - 1, 20)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_decoder_is_causal(architecture):
+    """Changing token t+1 leaves the logits up to t unchanged (z fixed, so the encoder is out of play)."""
+    model = tiny_model(**architecture)
+    input_ids, attention_mask = random_batch(1, length=8)
+    z = torch.randn(1, 4)
+    before = model(input_ids, attention_mask, z=z).logits
+    changed = input_ids.clone()
+    changed[0, 5] = 4 if changed[0, 5] != 4 else 5
+    after = model(changed, attention_mask, z=z).logits
+    # Decoder position t reads tokens 0..t, so positions 0..4 are unaffected, and position 5 changes.
+    assert torch.equal(before[0, :5], after[0, :5])
+    assert not torch.allclose(before[0, 5], after[0, 5])
+
+
+def test_kl_matches_closed_form_and_monte_carlo():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(3)
+    output = model(input_ids, attention_mask)
+    mu, logvar = output.mu, output.logvar
+    expected = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
+    assert torch.allclose(output.kl, expected, atol=1e-6)
+    # Monte Carlo: E_q[log q(z) - log p(z)] over many samples agrees with the closed form.
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    samples = q.sample((20000,))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    estimate = (q.log_prob(samples) - p.log_prob(samples)).sum(-1).mean(0)
+    assert torch.allclose(estimate, output.kl, atol=0.05)
+
+
+def test_rec_loss_counts_words_plus_eos_never_bos():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(2)
+    output = model(input_ids, attention_mask, z=torch.zeros(2, 4))
+    log_probs = output.logits.log_softmax(-1)
+    labels = input_ids[:, 1:]
+    mask = attention_mask[:, 1:].bool()
+    expected = -(log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask).sum(1)
+    assert torch.allclose(output.rec_loss, expected, atol=1e-5)
+    assert int(mask.sum()) == int(attention_mask.sum()) - 2  # every token but BOS is predicted, once
+
+
+def test_free_bits_floor_kl_term():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(3)
+    torch.manual_seed(0)
+    plain = model(input_ids, attention_mask, kl_weight=1.0)
+    torch.manual_seed(0)
+    floored = model(input_ids, attention_mask, kl_weight=1.0, free_bits=100.0)
+    # Every dimension is below 100 nats, so the KL term is exactly 100 per dimension.
+    assert torch.allclose(floored.loss - floored.rec_loss.mean(), torch.tensor(400.0))
+    assert torch.allclose(plain.loss, plain.rec_loss.mean() + plain.kl.mean())
+
+
+def test_word_dropout_replaces_inputs_only_in_training():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(2)
+    z = torch.zeros(2, 4)
+    model.eval()
+    assert torch.equal(
+        model(input_ids, attention_mask, z=z, word_dropout=0.99).logits,
+        model(input_ids, attention_mask, z=z).logits,
+    )
+    model.train()
+    torch.manual_seed(0)
+    dropped = model(input_ids, attention_mask, z=z, word_dropout=0.99).logits
+    all_unk = input_ids.clone()
+    all_unk[:, 1:] = torch.where(
+        attention_mask[:, 1:].bool(), torch.full_like(input_ids[:, 1:], 3), input_ids[:, 1:]
+    )
+    assert not torch.allclose(dropped[:, 1:], model(input_ids, attention_mask, z=z).logits[:, 1:])
+    torch.manual_seed(0)
+    # With p close to 1 the decoder reads BOS then (almost surely) only unk; the first position is kept.
+    assert torch.allclose(dropped[:, 0], model(all_unk, attention_mask, z=z).logits[:, 0])
+
+
+def test_gaussian_kl_is_zero_at_the_prior():
+    assert torch.equal(gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES[:4])
+def test_save_and_load_give_identical_outputs(tmp_path, architecture):
+    model = tiny_model(**architecture, tie_embeddings=True)
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors"}
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
+    input_ids, attention_mask = random_batch(3)
+    z = torch.randn(3, 4)
+    for loaded in (TextVAEModel.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
+        assert isinstance(loaded, TextVAEModel)
+        loaded.eval()
+        assert torch.equal(
+            model(input_ids, attention_mask, z=z).logits, loaded(input_ids, attention_mask, z=z).logits
+        )
+        assert (
+            loaded.config.to_dict() == model.config.to_dict()
+            or loaded.config.encoder_type == architecture["encoder_type"]
+        )
+
+
+def test_language_model_has_no_latent():
+    model = tiny_model(latent_dim=0)
+    assert model.encoder is None
+    input_ids, attention_mask = random_batch(3)
+    output = model(input_ids, attention_mask)
+    assert output.mu is None and output.z is None
+    assert torch.equal(output.kl, torch.zeros(3))
+    assert torch.allclose(output.loss, output.rec_loss.mean())
+    with pytest.raises(ValueError, match="no latent"):
+        model.encode(input_ids, attention_mask)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(encoder_type="cnn"), "encoder_type"),
+        (dict(decoder_type="rnn"), "decoder_type"),
+        (dict(hidden_size=0), "hidden_size"),
+        (dict(latent_dim=-1), "latent_dim"),
+        (dict(decoder_input_dropout=1.5), "decoder_input_dropout"),
+    ],
+)
+def test_bad_config_values_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TextVAEConfig(**bad)
+
+
+def test_package_exports():
+    assert textvae.TextVAEModel is TextVAEModel

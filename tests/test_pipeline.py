@@ -1,0 +1,68 @@
+"""The pipeline: strings in, strings out, on a tiny trained run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textvae.pipeline import TextVAEPipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(trained_run):
+    return TextVAEPipeline.from_pretrained(trained_run, device="cpu")
+
+
+def test_sample_is_repeatable_with_a_seed(pipeline):
+    first = pipeline.sample(4, seed=7)
+    assert len(first) == 4 and all(isinstance(s, str) for s in first)
+    assert first == pipeline.sample(4, seed=7)
+    assert pipeline.sample(4, seed=7, strategy="greedy") == pipeline.sample(4, seed=7, strategy="greedy")
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_sample_needs_a_positive_count(pipeline, n):
+    with pytest.raises(ValueError, match="positive"):
+        pipeline.sample(n)
+
+
+def test_encode_shapes_and_determinism(pipeline):
+    mu, logvar = pipeline.encode(["the cat sat", "a dog ran on the mat"])
+    assert mu.shape == logvar.shape == (2, 4)
+    assert torch.equal(mu, pipeline.encode(["the cat sat", "a dog ran on the mat"])[0])
+    # Batching does not change a sentence's encoding (padding is masked).
+    assert torch.allclose(pipeline.encode(["the cat sat"])[0][0], mu[0], atol=1e-6)
+
+
+def test_decode_matches_reconstruct_from_the_mean(pipeline):
+    sentences = ["the cat sat on the mat", "a big dog"]
+    mu, _ = pipeline.encode(sentences)
+    assert pipeline.reconstruct(sentences) == pipeline.decode(mu)
+    assert len(pipeline.reconstruct(sentences, strategy="beam", beam_size=3)) == 2
+    assert pipeline.reconstruct(sentences, strategy="sample", seed=1) == pipeline.reconstruct(
+        sentences, strategy="sample", seed=1
+    )
+
+
+def test_interpolation_endpoints_are_the_reconstructions(pipeline):
+    a, b = "the cat sat on the mat", "a big dog ran under the rug"
+    path = pipeline.interpolate(a, b, steps=6, method="slerp")
+    assert len(path) == 6
+    assert path[0] == pipeline.reconstruct([a])[0] and path[-1] == pipeline.reconstruct([b])[0]
+
+
+@pytest.mark.parametrize("sentences", [[""], ["   "], ["fine", ""], []])
+def test_empty_sentences_are_refused(pipeline, sentences):
+    with pytest.raises(ValueError, match="empty|no sentences"):
+        pipeline.reconstruct(sentences)
+
+
+def test_unknown_words_are_read_as_unk_with_a_warning(pipeline, caplog):
+    with caplog.at_level("WARNING"):
+        pipeline.encode(["the zebra sat"])
+    assert "1 word(s) are not in the vocabulary" in caplog.text
+
+
+def test_bad_strategy_is_named(pipeline):
+    with pytest.raises(ValueError, match="strategy"):
+        pipeline.reconstruct(["the cat"], strategy="nucleus")

@@ -1,0 +1,158 @@
+"""Training: KL schedules, options, the loop, best model, resume equal to an uninterrupted run, safety."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textvae.checkpointing import checkpoint_folders
+from textvae.training import train
+from textvae.training_config import TrainConfig, kl_weight
+
+from .helpers import TINY_TRAIN
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_linear_schedule():
+    config = TrainConfig(kl_schedule="linear", kl_start=0.2, kl_warmup_steps=10, beta=0.8)
+    assert [round(kl_weight(config, s, 100), 3) for s in (0, 5, 10, 50)] == [0.2, 0.5, 0.8, 0.8]
+
+
+def test_logistic_schedule_is_half_beta_at_the_midpoint_and_rises():
+    config = TrainConfig(kl_schedule="logistic", kl_warmup_steps=1000, kl_logistic_slope=0.01)
+    values = [kl_weight(config, s, 0) for s in (0, 500, 1000, 5000)]
+    assert values[1] == pytest.approx(0.5) and values == sorted(values) and values[-1] == pytest.approx(1.0)
+
+
+def test_cyclical_schedule_follows_fu_et_al():
+    # 2 cycles over 100 steps, rising over the first half of each cycle (Fu et al. 2019).
+    config = TrainConfig(kl_schedule="cyclical", kl_cycles=2, kl_cycle_ratio=0.5)
+    assert [kl_weight(config, s, 100) for s in (0, 10, 25, 40, 50, 60, 99)] == [
+        0.0,
+        0.4,
+        1.0,
+        1.0,
+        0.0,
+        0.4,
+        1.0,
+    ]
+
+
+def test_constant_schedule():
+    assert kl_weight(TrainConfig(kl_schedule="constant", beta=0.3), 7, 10) == 0.3
+
+
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        (dict(kl_schedule="cosine"), "kl_schedule"),
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=-2), "batch_size"),
+        (dict(word_dropout=1.0), "word_dropout"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(free_bits=-1.0), "free_bits"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(device="tpu"), "device"),
+    ],
+)
+def test_bad_option_values_are_named(bad, name):
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**bad)
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 3\nmodel:\n  hidden_size: 64\n", encoding="utf-8")
+    config = TrainConfig.from_file(tmp_path / "c.yaml")
+    assert config.epochs == 3 and config.model == {"hidden_size": 64}
+    config.save(tmp_path / "c.json")
+    assert TrainConfig.from_file(tmp_path / "c.json") == config
+    (tmp_path / "bad.yaml").write_text("epochz: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown training option.*epochz"):
+        TrainConfig.from_file(tmp_path / "bad.yaml")
+
+
+def test_training_lowers_the_loss_and_writes_a_model_folder(trained_run):
+    files = {path.name for path in trained_run.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "train_config.json",
+        "history.json",
+        "metrics.jsonl",
+    } <= files
+    assert not any(name.startswith(".tmp") for name in files)
+    history = json.loads((trained_run / "history.json").read_text())
+    assert len(history) == 2 and history[1]["neg_elbo"] < history[0]["neg_elbo"]
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"train", "validation"} == {record["split"] for record in records}
+    assert all(set(record) >= {"loss", "kl", "kl_weight"} for record in records if record["split"] == "train")
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, corpus_file):
+    config = TrainConfig(data=str(corpus_file), seed=5, word_dropout=0.2, **TINY_TRAIN)
+    whole = train(config, output_dir=tmp_path / "whole")
+    steps = json.loads((checkpoint_folders(whole)[-1] / "trainer_state.json").read_text())["step"]
+    stopped = train(
+        TrainConfig(**{**config.to_dict(), "max_steps": steps // 2 + 1}), output_dir=tmp_path / "split"
+    )
+    assert (
+        json.loads((checkpoint_folders(stopped)[-1] / "trainer_state.json").read_text())["step"]
+        == steps // 2 + 1
+    )
+    resumed = train(None, resume=stopped)
+    final_whole, final_resumed = (
+        weights(checkpoint_folders(whole)[-1]),
+        weights(checkpoint_folders(resumed)[-1]),
+    )
+    assert final_whole.keys() == final_resumed.keys()
+    assert all(torch.equal(final_whole[key], final_resumed[key]) for key in final_whole)
+
+    def history(run):  # wall-clock seconds aside, every figure must match
+        return [
+            {k: v for k, v in record.items() if k != "seconds"}
+            for record in json.loads((run / "history.json").read_text())
+        ]
+
+    assert history(whole) == history(resumed)
+
+
+def test_language_model_trains(tmp_path, corpus_file):
+    options = {**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "latent_dim": 0}, "epochs": 1}
+    run = train(TrainConfig(data=str(corpus_file), **options), output_dir=tmp_path / "lm")
+    record = json.loads((run / "history.json").read_text())[0]
+    assert record["kl"] == 0.0 and "au" not in record
+
+
+def test_existing_folder_is_never_overwritten_silently(tmp_path, corpus_file):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not lose me")
+    config = TrainConfig(data=str(corpus_file), **TINY_TRAIN)
+    with pytest.raises(ValueError, match="not empty"):
+        train(config, output_dir=precious)
+    with pytest.raises(ValueError, match="not a textvae run folder"):
+        train(config, output_dir=precious, overwrite=True)
+    assert (precious / "thesis.tex").read_text() == "do not lose me"
+
+
+def test_bad_data_leaves_the_output_folder_alone(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        train(TrainConfig(data=str(tmp_path / "missing.txt"), **TINY_TRAIN), output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(None, resume=tmp_path)
+
+
+def test_unknown_model_option_is_named(tmp_path, corpus_file):
+    with pytest.raises(ValueError, match="hiden_size"):
+        train(TrainConfig(data=str(corpus_file), model={"hiden_size": 3}), output_dir=tmp_path / "r")
