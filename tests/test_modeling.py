@@ -169,3 +169,18 @@ def test_bad_config_values_are_named(bad, message):
 
 def test_package_exports():
     assert textvae.TextVAEModel is TextVAEModel
+
+
+def test_bn_vae_normalises_the_posterior_mean():
+    """Zhu et al. (2020): in training, each dimension of mu has batch mean beta and variance gamma^2."""
+    model = tiny_model(posterior_mean_batchnorm=0.6).train()
+    with torch.no_grad():  # make raw mu vary well above BatchNorm's eps
+        model.posterior.weight.mul_(100.0)
+    input_ids, attention_mask = random_batch(3, seed=4)
+    mu, _ = model.encode(input_ids, attention_mask)
+    assert torch.allclose(mu.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(mu.var(0, unbiased=False), torch.full((4,), 0.36), atol=1e-2)
+    assert model.encode(input_ids[:1], attention_mask[:1])[0].shape == (1, 4)  # a batch of one works
+    assert model.mean_norm.beta.requires_grad and not any(
+        p.requires_grad for p in model.mean_norm.norm.parameters()
+    )

@@ -31,6 +31,8 @@ CONFIG_HELP: dict[str, str] = {
     "z_to_initial_state": "condition the recurrent decoder on z through its initial state",
     "z_to_inputs": "condition the decoder on z at every position (concatenated for RNNs, added for transformers)",
     "z_to_memory": "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
+    "posterior_mean_batchnorm": "BN-VAE (Zhu et al. 2020): batch-normalise mu with this fixed scale gamma, which keeps "
+    "the expected KL above latent_dim * gamma^2 / 2; 0 disables",
     "num_attention_heads": "attention heads of the transformer layers",
     "intermediate_size": "feed-forward size of the transformer layers",
     "max_position_embeddings": "longest sequence the transformer layers accept",
@@ -70,6 +72,7 @@ class TextVAEConfig(PretrainedConfig):
         z_to_initial_state: bool = True,
         z_to_inputs: bool = True,
         z_to_memory: bool = True,
+        posterior_mean_batchnorm: float = 0.0,
         num_attention_heads: int = 4,
         intermediate_size: int = 1024,
         max_position_embeddings: int = 256,
@@ -101,6 +104,7 @@ class TextVAEConfig(PretrainedConfig):
         self.z_to_initial_state = z_to_initial_state
         self.z_to_inputs = z_to_inputs
         self.z_to_memory = z_to_memory
+        self.posterior_mean_batchnorm = posterior_mean_batchnorm
         self.num_attention_heads = num_attention_heads
         self.intermediate_size = intermediate_size
         self.max_position_embeddings = max_position_embeddings

@@ -57,6 +57,28 @@ def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(dim=-1)
 
 
+class FixedScaleBatchNorm(nn.Module):
+    """BN-VAE's posterior-mean normalisation (Zhu et al. 2020): `gamma * BN(mu) + beta`, gamma fixed.
+
+    With each dimension of mu normalised over the batch to mean beta and variance gamma^2, the expected
+    KL of a dimension is at least gamma^2 / 2, so no dimension can collapse; beta is learned.
+    """
+
+    def __init__(self, latent_dim: int, gamma: float):
+        super().__init__()
+        self.gamma = gamma
+        self.norm = nn.BatchNorm1d(latent_dim, affine=False)
+        self.beta = nn.Parameter(torch.zeros(latent_dim))
+
+    def forward(self, mu: torch.Tensor) -> torch.Tensor:
+        """(B, Z) -> (B, Z); a batch of one uses the running statistics even in training."""
+        if self.training and mu.size(0) == 1:
+            normalised = F.batch_norm(mu, self.norm.running_mean, self.norm.running_var, training=False)
+        else:
+            normalised = self.norm(mu)
+        return self.gamma * normalised + self.beta
+
+
 def build_encoder(config: TextVAEConfig) -> nn.Module:
     """The encoder module named by `config.encoder_type`."""
     if config.encoder_type in ("lstm", "gru"):
@@ -103,9 +125,12 @@ class TextVAEModel(PreTrainedModel):
         if config.has_latent:
             self.encoder = build_encoder(config)
             self.posterior = nn.Linear(self.encoder.output_size, 2 * config.latent_dim)
+            gamma = config.posterior_mean_batchnorm
+            self.mean_norm = FixedScaleBatchNorm(config.latent_dim, gamma) if gamma > 0 else None
         else:
             self.encoder = None
             self.posterior = None
+            self.mean_norm = None
         self.decoder = build_decoder(config)
         self.post_init()
 
@@ -126,6 +151,8 @@ class TextVAEModel(PreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         features = self.encoder(input_ids, attention_mask)  # (B, F)
         mu, logvar = self.posterior(features).chunk(2, dim=-1)
+        if self.mean_norm is not None:
+            mu = self.mean_norm(mu)
         return mu, logvar
 
     @staticmethod
