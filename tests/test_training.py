@@ -156,3 +156,37 @@ def test_resume_needs_a_checkpoint(tmp_path):
 def test_unknown_model_option_is_named(tmp_path, corpus_file):
     with pytest.raises(ValueError, match="hiden_size"):
         train(TrainConfig(data=str(corpus_file), model={"hiden_size": 3}), output_dir=tmp_path / "r")
+
+
+def test_autoencoder_pretraining_then_decoder_reset(tmp_path, corpus_file):
+    """Li et al. (2019): KL weight 0 for the first epochs, then a fresh decoder and the VAE objective."""
+    options = {**TINY_TRAIN, "epochs": 3, "pretrain_epochs": 1, "kl_schedule": "constant", "log_steps": 1}
+    run = train(TrainConfig(data=str(corpus_file), **options), output_dir=tmp_path / "run")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert {r["kl_weight"] for r in train_records if r["epoch"] == 1} == {0.0}
+    assert {r["kl_weight"] for r in train_records if r["epoch"] > 1} == {1.0}
+    # The autoencoder's KL is free to grow; once the VAE starts, the fresh decoder makes rec jump back up.
+    epoch_one_last = [r for r in train_records if r["epoch"] == 1][-1]["rec"]
+    epoch_two_first = [r for r in train_records if r["epoch"] == 2][0]["rec"]
+    assert epoch_two_first > epoch_one_last
+
+
+def test_pretraining_run_resumes_exactly(tmp_path, corpus_file):
+    config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 3, "pretrain_epochs": 1})
+    whole = train(config, output_dir=tmp_path / "whole")
+    steps_per_epoch = json.loads((whole / "history.json").read_text())[0]["step"]
+    stopped = train(
+        TrainConfig(**{**config.to_dict(), "max_steps": steps_per_epoch + 2}), output_dir=tmp_path / "s"
+    )
+    resumed = train(None, resume=stopped)
+    final_whole, final_resumed = (
+        weights(checkpoint_folders(whole)[-1]),
+        weights(checkpoint_folders(resumed)[-1]),
+    )
+    assert all(torch.equal(final_whole[key], final_resumed[key]) for key in final_whole)
+
+
+def test_pretrain_epochs_must_leave_room_for_the_vae():
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        TrainConfig(epochs=2, pretrain_epochs=2)

@@ -169,7 +169,10 @@ class Trainer:
         self.model.to(self.device)
         self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
         self.steps_per_epoch = len(self.sampler.batches())
+        self.pretrain_steps = self.steps_per_epoch * config.pretrain_epochs
         self.total_steps = self.steps_per_epoch * config.epochs
+        if config.pretrain_epochs and model.config.decoder_type == "hf":
+            raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
         self.scheduler = make_scheduler(config, self.optimizer, self.total_steps)
         self.state = {
@@ -185,6 +188,12 @@ class Trainer:
         self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
 
     def resume_from(self, checkpoint: Path) -> None:
+        if (
+            0
+            < self.config.pretrain_epochs
+            <= json.loads((checkpoint / ckpt.TRAINER_STATE_NAME).read_text())["epoch"]
+        ):
+            self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
         self.state = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
         metrics = self.run_dir / ckpt.METRICS_NAME
         if metrics.is_file():  # drop lines written after the checkpoint: they will be written again
@@ -210,14 +219,35 @@ class Trainer:
         with open(self.run_dir / ckpt.METRICS_NAME, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
 
+    def _start_vae_phase(self, reset_decoder: bool = True) -> None:
+        """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
+        if reset_decoder:
+            for module in self.model.decoder.modules():
+                if module is not self.model.decoder and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            for name, parameter in self.model.decoder.named_parameters(recurse=False):
+                if name.endswith("bias"):
+                    torch.nn.init.zeros_(parameter)
+            logger.info("autoencoder pretraining done: decoder re-initialised, VAE training starts")
+        self.optimizer = make_optimizer(self.config, self.model)
+        self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
+
+    def _kl_weight(self) -> float:
+        """0 while pretraining the autoencoder; then the schedule, counted from the VAE's first step."""
+        step = self.state["step"] - self.pretrain_steps
+        if step < 0:
+            return 0.0
+        return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
+
     def _train_step(self, batch: dict) -> dict:
-        config, step = self.config, self.state["step"]
-        weight = kl_weight(config, step, self.total_steps)
+        config = self.config
+        weight = self._kl_weight()
+        pretraining = self.state["step"] < self.pretrain_steps
         with self._autocast():
             output = self.model(
                 **batch,
                 kl_weight=weight,
-                free_bits=config.free_bits,
+                free_bits=0.0 if pretraining else config.free_bits,
                 word_dropout=config.word_dropout,
                 return_logits=False,
             )
@@ -311,6 +341,9 @@ class Trainer:
             self.scheduler.step(metrics["neg_elbo"])
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
+        if config.pretrain_epochs and state["epoch"] == config.pretrain_epochs:
+            self._start_vae_phase()
+            state["best_neg_elbo"], state["epochs_without_improvement"] = None, 0
         patience = config.early_stopping_patience
         return bool(patience) and state["epochs_without_improvement"] >= patience
 

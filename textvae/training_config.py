@@ -87,6 +87,11 @@ class TrainConfig:
         0.125,
         "free bits per latent dimension, in nats, on the batch-mean KL (Kingma et al. 2016); 0 disables",
     )
+    pretrain_epochs: int = _option(
+        0,
+        "train the first N epochs as an autoencoder (KL weight 0), then re-initialise the decoder and train "
+        "the VAE (Li et al. 2019); the KL schedule starts when the VAE does",
+    )
     word_dropout: float = _option(
         0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
     )
@@ -137,12 +142,17 @@ class TrainConfig:
             "beta",
             "free_bits",
             "early_stopping_patience",
+            "pretrain_epochs",
             "save_steps",
             "lr_patience",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pretrain_epochs >= self.epochs:
+            raise ValueError(
+                f"pretrain_epochs ({self.pretrain_epochs}) must be smaller than epochs ({self.epochs})"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         for name in ("word_dropout", "validation_fraction", "kl_cycle_ratio", "lr_decay"):
