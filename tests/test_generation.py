@@ -122,3 +122,8 @@ def test_slerp_keeps_the_norm_between_equal_norm_points():
 def test_bad_interpolation_options(steps, method):
     with pytest.raises(ValueError):
         interpolate_latents(torch.zeros(2), torch.ones(2), steps, method)
+
+
+def test_a_vae_needs_z_to_decode():
+    with pytest.raises(ValueError, match="give z"):
+        generate(tiny_model(), None, num_sequences=2)

@@ -222,7 +222,10 @@ class TokenizedSplit:
     @classmethod
     def from_dataset(cls, dataset: datasets.Dataset) -> TokenizedSplit:
         encoder_ids = dataset["encoder_input_ids"] if "encoder_input_ids" in dataset.column_names else None
-        return cls(input_ids=list(dataset["input_ids"]), encoder_input_ids=encoder_ids and list(encoder_ids))
+        return cls(
+            input_ids=list(dataset["input_ids"]),
+            encoder_input_ids=list(encoder_ids) if encoder_ids is not None else None,
+        )
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -54,6 +54,8 @@ def validate_sampling(temperature: float, top_k: int, top_p: float, max_length: 
 
 def _start(model, z: torch.Tensor | None, num_sequences: int | None):
     device = next(model.parameters()).device
+    if z is None and model.config.has_latent:
+        raise ValueError("this model has a latent: give z (B, latent_dim) to decode from")
     if z is not None:
         num_sequences = z.size(0)
         z = z.to(device)
