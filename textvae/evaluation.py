@@ -1,0 +1,450 @@
+"""Evaluation that matches the papers: IW NLL, PPL, KL, MI, AU, reconstruction BLEU, diversity.
+
+Every metric follows the definitions of BENCHMARKS.md, which are those of He et al. (2019,
+github.com/jxhe/vae-lagging-encoder) and Li et al. (2019): per-sentence values in nats over a whole split,
+the sentence's words plus its EOS as targets (never the BOS), the KL weight 1, and the importance-weighted
+NLL with K = 500 samples of `q(z | x)` (Burda et al. 2016). All randomness comes from `seed`, so a run
+repeats exactly on the same device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import torch
+from sacrebleu.metrics import BLEU
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from .data import LengthBucketSampler, TokenizedSplit, collate
+from .generation import generate
+from .modeling import TextVAEModel, gaussian_kl, gaussian_log_density
+from .tokenization import decode_ids
+
+logger = logging.getLogger(__name__)
+
+# Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
+_STREAMS = ("elbo", "iw", "mi", "prior")
+# Most float64 elements of one (rows, N, Z) block of the aggregate posterior in `mutual_information`.
+_MI_BLOCK_ELEMENTS = 1 << 22
+
+
+def _encode(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior `mu`, `logvar` (B, Z) of a collated batch; a pretrained encoder reads its own ids."""
+    if "encoder_input_ids" in batch:
+        return model.encode(batch["encoder_input_ids"], batch["encoder_attention_mask"])
+    return model.encode(batch["input_ids"], batch["attention_mask"])
+
+
+@torch.no_grad()
+def importance_weighted_nll(
+    model: TextVAEModel,
+    batch: dict[str, torch.Tensor],
+    iw_samples: int = 500,
+    chunk_size: int = 50,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Importance-weighted `-log p(x)` per sentence (Burda et al. 2016): a (B,) float64 tensor.
+
+    batch: a collated batch (`input_ids` (B, T), `attention_mask` (B, T), optional encoder ids), moved to
+    the model's device. For each sentence K = `iw_samples` latents `z_k ~ q(z | x)` are drawn and
+    `nll = -(logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K)`, as `nll_iw` of
+    He et al. (2019). The K samples of a sentence are decoded as repeated rows, `chunk_size` samples per
+    sentence at a time (decoder batches of B * chunk_size rows), folded in with a running logsumexp, so
+    memory does not grow with K. All K draws are made up front, so the result does not depend on
+    `chunk_size`. For a language model (no latent) the likelihood is exact and no sample is drawn.
+    """
+    if iw_samples < 1:
+        raise ValueError(f"iw_samples must be positive, got {iw_samples}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    device = next(model.parameters()).device
+    batch = {key: value.to(device) for key, value in batch.items()}
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    if not model.config.has_latent:
+        rec, _ = model.reconstruction_loss(input_ids, attention_mask, None)
+        return rec.double()
+    mu, logvar = _encode(model, batch)  # (B, Z)
+    batch_size, latent_dim = mu.shape
+    eps = torch.randn(
+        (batch_size, iw_samples, latent_dim), generator=generator, device=mu.device, dtype=mu.dtype
+    )
+    z_all = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps  # (B, K, Z)
+    z64, mu64, logvar64 = z_all.double(), mu[:, None].double(), logvar[:, None].double()
+    # log p(z_k) - log q(z_k | x), (B, K): the prior is N(0, I).
+    log_ratio = gaussian_log_density(
+        z64, torch.zeros_like(z64), torch.zeros_like(z64)
+    ) - gaussian_log_density(z64, mu64, logvar64)
+    log_total = torch.full((batch_size,), -math.inf, dtype=torch.float64, device=mu.device)
+    for start in range(0, iw_samples, chunk_size):
+        z = z_all[:, start : start + chunk_size]  # (B, C, Z)
+        count = z.size(1)
+        rec, _ = model.reconstruction_loss(
+            input_ids.repeat_interleave(count, dim=0),  # (B * C, T): the C rows of a sentence are adjacent
+            attention_mask.repeat_interleave(count, dim=0),
+            z.reshape(batch_size * count, latent_dim),
+        )
+        log_weights = log_ratio[:, start : start + count] - rec.view(batch_size, count).double()  # (B, C)
+        log_total = torch.logaddexp(log_total, log_weights.logsumexp(dim=1))
+    return -(log_total - math.log(iw_samples))
+
+
+def mutual_information(
+    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+) -> float:
+    """`I_q(x; z)` over a whole split by Monte Carlo (He et al. 2019, Eq. 5; their `calc_mi`).
+
+    mu, logvar: (N, Z) posteriors of all N sentences. `I = E_x E_q(z|x)[log q(z | x)] - E_q(z)[log q(z)]`:
+    the first term in closed form (minus the Gaussian entropy), the second with one `z_n ~ q(z | x_n)`
+    per sentence and the aggregate posterior `log q(z_n) = logsumexp_m log q(z_n | x_m) - log N` over all N
+    sentences, computed in blocks of rows. Equals `E_x[KL(q(z|x) || p(z))] - KL(q(z) || p(z))`; it can
+    come out slightly negative near 0.
+    """
+    if mu.dim() != 2 or mu.shape != logvar.shape or mu.size(0) < 1:
+        raise ValueError(
+            f"mu and logvar must both be (N, Z) with N >= 1, got {tuple(mu.shape)}, {tuple(logvar.shape)}"
+        )
+    mu, logvar = mu.double(), logvar.double()
+    count, latent_dim = mu.shape
+    neg_entropy = (-0.5 * latent_dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(dim=1)).mean()
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu + torch.exp(0.5 * logvar) * eps  # (N, Z)
+    rows = max(1, _MI_BLOCK_ELEMENTS // (count * latent_dim))
+    log_qz = torch.cat(
+        [
+            gaussian_log_density(z[start : start + rows, None], mu[None], logvar[None]).logsumexp(dim=1)
+            for start in range(0, count, rows)
+        ]
+    ) - math.log(count)  # (N,)
+    return float(neg_entropy - log_qz.mean())
+
+
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+    """Active units (Burda et al. 2016; He et al. 2019): dimensions where `Var_x(E_q[z | x]) >= threshold`.
+
+    mu: (N, Z) posterior means of the whole split, N >= 2. Returns the count and the (Z,) float64
+    variances, with the N - 1 denominator of He et al.'s `calc_au`.
+    """
+    if mu.dim() != 2 or mu.size(0) < 2:
+        raise ValueError(f"mu must be (N, Z) with N >= 2 sentences, got shape {tuple(mu.shape)}")
+    variances = mu.double().var(dim=0, correction=1)  # (Z,)
+    return int((variances >= threshold).sum()), variances
+
+
+def bleu_tokenization(tokenizer) -> str:
+    """sacrebleu's `tokenize` for a tokenizer's text: "none" for word-level (the corpus is already
+    tokenized, as PTB is, and re-tokenizing would split `<unk>`), else sacrebleu's default "13a"."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    return "none" if type(model).__name__ == "WordLevel" else "13a"
+
+
+def corpus_bleu(
+    hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "none"
+) -> tuple[float, str]:
+    """sacrebleu corpus BLEU (0-100) of hypotheses against one reference each, and its signature."""
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError(
+            f"need as many hypotheses as references, at least one: got {len(hypotheses)} and {len(references)}"
+        )
+    bleu = BLEU(tokenize=tokenize)
+    score = bleu.corpus_score(list(hypotheses), [list(references)])
+    return float(score.score), str(bleu.get_signature())
+
+
+def self_bleu(samples: Sequence[str], tokenize: str = "none") -> float:
+    """Self-BLEU (Zhu et al. 2018, Texygen), 0-100: the mean sentence BLEU of each sample against all
+    the others as references; lower means more diverse. sacrebleu sentence BLEU (effective order, exp
+    smoothing), not NLTK's, so the zero-match edge cases differ slightly from Texygen's."""
+    if len(samples) < 2:
+        raise ValueError(f"self-BLEU needs at least 2 samples, got {len(samples)}")
+    samples = list(samples)
+    bleu = BLEU(tokenize=tokenize, effective_order=True)
+    scores = [
+        bleu.sentence_score(sample, samples[:i] + samples[i + 1 :]).score for i, sample in enumerate(samples)
+    ]
+    return float(sum(scores) / len(scores))
+
+
+def distinct_n(samples: Sequence[str], n: int) -> float:
+    """distinct-n (Li et al. 2016): distinct n-grams / all n-grams over the whitespace-split samples.
+
+    0.0 when the samples hold no n-gram at all.
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    ngrams = []
+    for sample in samples:
+        words = sample.split()
+        ngrams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
+def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    """One generator per random stream, on the model's device, all derived from `seed`."""
+    root = torch.Generator().manual_seed(seed)
+    seeds = torch.randint(0, 2**62, (len(_STREAMS),), generator=root).tolist()
+    return {
+        name: torch.Generator(device=device).manual_seed(s) for name, s in zip(_STREAMS, seeds, strict=True)
+    }
+
+
+def _score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) -> dict:
+    """Per-sentence rec, KL and IW NLL of one batch, its posteriors and its greedy reconstructions."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    out = {"mu": None, "logvar": None, "hypotheses": [], "references": []}
+    if model.config.has_latent:
+        mu, logvar = _encode(model, batch)  # (B, Z)
+        eps = torch.randn(mu.shape, generator=generators["elbo"], device=mu.device, dtype=mu.dtype)
+        rec, _ = model.reconstruction_loss(input_ids, attention_mask, mu + torch.exp(0.5 * logvar) * eps)
+        out["kl"] = gaussian_kl(mu.double(), logvar.double()).sum(dim=1)  # (B,)
+        out["nll"] = importance_weighted_nll(
+            model, batch, options["iw_samples"], options["iw_chunk_size"], generators["iw"]
+        )
+        out["mu"], out["logvar"] = mu.double(), logvar.double()  # (B, Z), kept on the device for MI
+        if options["compute_bleu"]:
+            # Greedy reconstruction from the posterior mean, as in BENCHMARKS.md.
+            output_ids = generate(model, z=mu, max_length=options["max_length"])
+            out["hypotheses"] = [decode_ids(tokenizer, row) for row in output_ids.tolist()]
+            out["references"] = [decode_ids(tokenizer, row) for row in input_ids.tolist()]
+    else:
+        rec, _ = model.reconstruction_loss(input_ids, attention_mask, None)
+        out["kl"] = torch.zeros_like(rec, dtype=torch.float64)
+        out["nll"] = rec.double()  # exact: a language model has no latent to integrate out
+    out["rec"] = rec.double()
+    return out
+
+
+def _score_split(model, tokenizer, split: TokenizedSplit, options: dict, generators: dict) -> dict:
+    """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references."""
+    device = next(model.parameters()).device
+    totals = {"rec": 0.0, "kl": 0.0, "nll": 0.0, "mu": [], "logvar": [], "hypotheses": [], "references": []}
+    # Batches of similar lengths, in a fixed order: little padding, and the same random draws every run.
+    batches = LengthBucketSampler(split.lengths, options["batch_size"], shuffle=False).batches()
+    progress = tqdm(total=len(split), desc="evaluating", unit="sent", disable=not options["show_progress"])
+    with progress:
+        for indices in batches:
+            batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
+            scores = _score_batch(model, tokenizer, batch, options, generators)
+            for key in ("rec", "kl", "nll"):
+                totals[key] += float(scores[key].sum())
+            for key in ("mu", "logvar"):
+                if scores[key] is not None:
+                    totals[key].append(scores[key])
+            totals["hypotheses"] += scores["hypotheses"]
+            totals["references"] += scores["references"]
+            progress.update(len(indices))
+    return totals
+
+
+def _latent_results(totals: dict, au_threshold: float, generator: torch.Generator) -> dict:
+    """MI, AU and their details from the posteriors of the whole split; None for a language model."""
+    results = {"mi": None, "au": None, "au_threshold": au_threshold, "au_variances": None}
+    if not totals["mu"]:
+        return results
+    mu, logvar = torch.cat(totals["mu"]), torch.cat(totals["logvar"])  # (N, Z)
+    results["mi"] = mutual_information(mu, logvar, generator)
+    if mu.size(0) >= 2:
+        results["au"], variances = active_units(mu, au_threshold)
+        results["au_variances"] = variances.tolist()
+    return results
+
+
+def _diversity_results(model, tokenizer, options: dict, generator: torch.Generator, tokenize: str) -> dict:
+    """self-BLEU and distinct-1/2 of ancestral samples: `z ~ N(0, I)`, then words at temperature 1."""
+    count = options["num_diversity_samples"]
+    results = {"self_bleu": None, "distinct_1": None, "distinct_2": None, "num_diversity_samples": count}
+    if count == 0:
+        return results
+    parameter = next(model.parameters())
+    samples = []
+    for start in range(0, count, options["batch_size"]):
+        size = min(options["batch_size"], count - start)
+        z = None
+        if model.config.has_latent:
+            z = torch.randn(
+                (size, model.config.latent_dim),
+                generator=generator,
+                device=parameter.device,
+                dtype=parameter.dtype,
+            )
+        ids = generate(
+            model,
+            z=z,
+            num_sequences=size,
+            max_length=options["max_length"],
+            do_sample=True,
+            generator=generator,
+        )
+        samples += [decode_ids(tokenizer, row) for row in ids.tolist()]
+    if options["compute_bleu"] and count >= 2:
+        results["self_bleu"] = self_bleu(samples, tokenize)
+    results["distinct_1"], results["distinct_2"] = distinct_n(samples, 1), distinct_n(samples, 2)
+    return results
+
+
+def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | None) -> dict:
+    """Per-sentence means and perplexities from the split's sums (BENCHMARKS.md)."""
+    count, num_tokens = len(split), split.num_target_tokens()
+    neg_elbo = totals["rec"] + totals["kl"]
+    return {
+        "num_sentences": count,
+        "num_tokens": num_tokens,
+        "rec": totals["rec"] / count,
+        "kl": totals["kl"] / count,
+        "neg_elbo": neg_elbo / count,
+        "ppl_bound": math.exp(neg_elbo / num_tokens),
+        "nll": totals["nll"] / count,
+        "ppl": math.exp(totals["nll"] / num_tokens),
+        "iw_samples": iw_samples,
+    }
+
+
+def _check_options(split: TokenizedSplit, options: dict) -> None:
+    if len(split) == 0:
+        raise ValueError("the split to evaluate is empty (0 sentences)")
+    for name in ("iw_samples", "batch_size", "iw_chunk_size", "max_length"):
+        if not isinstance(options[name], int) or options[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, got {options[name]!r}")
+    if options["num_diversity_samples"] < 0:
+        raise ValueError(f"num_diversity_samples must be >= 0, got {options['num_diversity_samples']}")
+
+
+def evaluate(
+    model: TextVAEModel,
+    tokenizer: PreTrainedTokenizerBase,
+    split: TokenizedSplit,
+    *,
+    iw_samples: int = 500,
+    batch_size: int = 32,
+    iw_chunk_size: int = 50,
+    au_threshold: float = 0.01,
+    num_diversity_samples: int = 100,
+    max_length: int = 100,
+    seed: int = 0,
+    show_progress: bool = True,
+    compute_bleu: bool = True,
+) -> dict:
+    """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
+
+    Likelihood (nats, per-sentence means over the split):
+    - rec: `-log p(x | z)`, one `z ~ q(z | x)` per sentence; kl: closed form; neg_elbo: rec + kl (weight 1);
+    - nll: importance weighted with K = iw_samples (`importance_weighted_nll`);
+    - ppl_bound, ppl: `exp(sum neg_elbo / num_tokens)`, `exp(sum nll / num_tokens)`, where num_tokens
+      counts the words plus one EOS per sentence (73,760 on PTB valid).
+    Latent: mi (`mutual_information`), au with au_variances and au_threshold (`active_units`), recon_bleu
+    (corpus BLEU of greedy reconstructions from the posterior mean; bleu_signature says how it was scored).
+    Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
+    prior (`z ~ N(0, I)`, then words at temperature 1). Also num_sentences, iw_samples and seed.
+
+    A language model (no latent) gets the exact nll = rec, kl = 0.0, and None ("not applicable") for
+    iw_samples, mi, au, au_variances and recon_bleu. iw_chunk_size is the number of samples per sentence
+    in one decoder call, so decoder batches hold batch_size * iw_chunk_size rows: lower either to save
+    memory. compute_bleu=False skips the reconstructions and self-BLEU. The model runs in eval mode (no
+    dropout) on its own device and gets its training mode back afterwards.
+    """
+    options = dict(
+        iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
+        num_diversity_samples=num_diversity_samples, show_progress=show_progress, compute_bleu=compute_bleu,
+    )  # fmt: skip
+    _check_options(split, options)
+    has_latent = model.config.has_latent
+    tokenize = bleu_tokenization(tokenizer)
+    generators = _generators(seed, next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            totals = _score_split(model, tokenizer, split, options, generators)
+            diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
+    finally:
+        model.train(was_training)
+    results = _likelihood_results(totals, split, iw_samples if has_latent else None)
+    results.update(_latent_results(totals, au_threshold, generators["mi"]))
+    results["recon_bleu"] = results["bleu_signature"] = None
+    if totals["hypotheses"]:
+        results["recon_bleu"], results["bleu_signature"] = corpus_bleu(
+            totals["hypotheses"], totals["references"], tokenize
+        )
+    results.update(diversity)
+    results["seed"] = seed
+    logger.info("evaluated %d sentences: nll %.3f, ppl %.2f", len(split), results["nll"], results["ppl"])
+    return results
+
+
+_TABLE_ROWS = (
+    ("num_sentences", "sentences", "{:d}"),
+    ("num_tokens", "tokens (words + EOS)", "{:d}"),
+    ("rec", "rec (nats / sentence)", "{:.3f}"),
+    ("kl", "KL", "{:.3f}"),
+    ("neg_elbo", "-ELBO", "{:.3f}"),
+    ("ppl_bound", "PPL bound (from -ELBO)", "{:.2f}"),
+    ("nll", "NLL (importance weighted)", "{:.3f}"),
+    ("iw_samples", "  samples K", "{:d}"),
+    ("ppl", "PPL (from NLL)", "{:.2f}"),
+    ("mi", "MI", "{:.3f}"),
+    ("au", "AU", "{:d}"),
+    ("au_threshold", "  AU threshold", "{:g}"),
+    ("recon_bleu", "reconstruction BLEU", "{:.2f}"),
+    ("self_bleu", "self-BLEU (prior samples)", "{:.2f}"),
+    ("distinct_1", "distinct-1", "{:.4f}"),
+    ("distinct_2", "distinct-2", "{:.4f}"),
+    ("num_diversity_samples", "  prior samples", "{:d}"),
+    ("seed", "seed", "{:d}"),
+    ("bleu_signature", "BLEU signature", "{}"),
+)
+
+
+def format_results(results: dict) -> str:
+    """A two-column table of `evaluate`'s results for the terminal; N/A for metrics that do not apply."""
+    width = max(len(label) for _, label, _ in _TABLE_ROWS)
+    lines = []
+    for key, label, fmt in _TABLE_ROWS:
+        if key in results:
+            value = results[key]
+            lines.append(f"{label:<{width}}  {'N/A' if value is None else fmt.format(value)}")
+    return "\n".join(lines)
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str = "ptb",
+    data_dir: str | None = None,
+    split: str = "validation",
+    *,
+    limit: int | None = None,
+    device: str | None = None,
+    save: bool = True,
+    **options,
+) -> dict:
+    """`evaluate` a saved run on one split of a corpus; the results are also saved in the run folder.
+
+    A corpus without a validation split is cut with the run's own seed and fraction, so a single-file
+    corpus is evaluated on exactly the sentences training held out. `options` go to `evaluate`.
+    """
+    from .checkpointing import TRAIN_CONFIG_NAME, load_run, write_json
+    from .data import load_corpus, tokenize_corpus
+
+    split = "validation" if split == "valid" else split
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, encoder_tokenizer = load_run(run, device)
+    saved = Path(run) / TRAIN_CONFIG_NAME
+    trained = json.loads(saved.read_text()) if saved.is_file() else {}
+    keys = ("validation_fraction", "seed", "encoding_errors", "text_column")
+    corpus = load_corpus(data, data_dir=data_dir, **{key: trained[key] for key in keys if key in trained})
+    if split not in corpus:
+        raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
+    part = datasets.DatasetDict({split: corpus[split]})
+    if limit is not None:
+        part[split] = part[split].select(range(min(limit, len(part[split]))))
+    tokenized = tokenize_corpus(part, tokenizer, encoder_tokenizer)
+    results = evaluate(model, tokenizer, TokenizedSplit.from_dataset(tokenized[split]), **options)
+    results.update(run=str(run), data=data, split=split, limit=limit)
+    if save:
+        name = f"eval-{split}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
+        write_json(Path(run) / name, results)
+    return results
