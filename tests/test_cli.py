@@ -182,3 +182,35 @@ def test_encode_never_overwrites_without_force(tmp_path, capsys, trained_run):
     output.write_bytes(b"precious")
     code, _, err = run_cli(capsys, "encode", trained_run, "the cat", "--output", output)
     assert code == 2 and "exists" in err and output.read_bytes() == b"precious"
+
+
+def test_evaluate_command_prints_a_table_and_saves_json(tmp_path, capsys, trained_run):
+    corpus = tmp_path / "eval.txt"
+    corpus.write_text("\n".join(make_sentences(30, seed=11)) + "\n", encoding="utf-8")
+    args = [
+        "evaluate",
+        trained_run,
+        "--data",
+        corpus,
+        "--split",
+        "train",
+        "--iw-samples",
+        8,
+        "--diversity-samples",
+        5,
+    ]
+    code, out, err = run_cli(capsys, *args, "--limit", 10)
+    assert code == 0, err
+    assert "NLL (importance weighted)" in out and "PPL (from NLL)" in out
+    saved = json.loads((trained_run / "eval-train-first10-k8.json").read_text())
+    assert saved["num_sentences"] == 10 and saved["iw_samples"] == 8
+    code, out, _ = run_cli(capsys, *args, "--json", "--limit", 4)
+    results = json.loads(out)
+    assert code == 0 and results["nll"] <= results["neg_elbo"] + 1.0 and results["num_sentences"] == 4
+
+
+def test_evaluate_refuses_a_missing_split(tmp_path, capsys, trained_run):
+    corpus = tmp_path / "eval.txt"
+    corpus.write_text("a b\nc d\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "evaluate", trained_run, "--data", corpus, "--split", "test")
+    assert code == 2 and "has no test split" in err
