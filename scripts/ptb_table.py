@@ -1,0 +1,175 @@
+"""Train and evaluate the PTB results-table rows, then write the table as JSON and Markdown.
+
+Each row is a training config in scripts/ptb_table/ (train on PTB train, select on valid, report valid:
+the test split is held out). A row whose run already finished is only re-evaluated; an interrupted one
+is resumed.
+
+    python scripts/ptb_table.py --rows all --output-dir runs/ptb_table            # the full table
+    python scripts/ptb_table.py --rows 2,4 --epochs 3 --iw-samples 50 --limit 500  # a quick, smaller budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from textvae.checkpointing import HISTORY_NAME, TRAINER_STATE_NAME, checkpoint_folders, load_model
+from textvae.evaluation import evaluate_run
+from textvae.training import train
+from textvae.training_config import TrainConfig, read_config_file
+
+ROW_DIR = Path(__file__).resolve().parent / "ptb_table"
+COLUMNS = (
+    ("rec", "rec", "{:.2f}"),
+    ("kl", "KL", "{:.2f}"),
+    ("neg_elbo", "-ELBO", "{:.2f}"),
+    ("nll", "NLL", "{:.2f}"),
+    ("ppl", "PPL", "{:.2f}"),
+    ("mi", "MI", "{:.2f}"),
+    ("au", "AU", "{:d}"),
+    ("recon_bleu", "recon BLEU", "{:.2f}"),
+    ("self_bleu", "self-BLEU", "{:.2f}"),
+)
+PUBLISHED = """| system (PTB **test**, from ../shared/BENCHMARKS.md) | rec | KL | -ELBO | NLL / PPL |
+| --- | --- | --- | --- | --- |
+| Bowman et al. 2016, LSTM VAE | ≈ 99 | ≈ 2 | ≈ 101 | |
+| Texar VAE, LSTM decoder | | | 102.10 | PPL 105.48 |
+| Texar VAE, Transformer decoder | | | 101.48 | PPL 102.53 |
+| timbmg/Sentence-VAE (GRU, z 16, 4 epochs) | 103.97 | 7.27 | ≈ 111.2 | |
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", default="all", help="'all' or comma-separated row numbers / names")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/ptb_table"))
+    parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override every row's epochs (a smaller budget)"
+    )
+    parser.add_argument("--iw-samples", type=int, default=500, help="K of the importance-weighted NLL")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="evaluate on the first N valid sentences only"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args()
+
+
+def select_rows(spec: str) -> list[Path]:
+    rows = sorted(ROW_DIR.glob("*.yaml"))
+    if spec == "all":
+        return rows
+    wanted = spec.split(",")
+    chosen = [row for row in rows if row.stem in wanted or row.stem.split("_")[0] in wanted]
+    if len(chosen) != len(wanted):
+        raise SystemExit(f"unknown row in {spec!r}; rows: {', '.join(row.stem for row in rows)}")
+    return chosen
+
+
+def scale_budget(values: dict, epochs: int) -> dict:
+    """A smaller (or larger) budget keeps the recipe's shape: pretraining and KL warm-up scale with it."""
+    factor = epochs / values.get("epochs", epochs)
+    scaled = {"epochs": epochs}
+    if values.get("pretrain_epochs"):
+        scaled["pretrain_epochs"] = min(max(1, round(values["pretrain_epochs"] * factor)), epochs - 1)
+    if "kl_warmup_steps" in values:
+        scaled["kl_warmup_steps"] = round(values["kl_warmup_steps"] * factor)
+    return scaled
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
+    """Train the row into run_dir, resuming an interrupted run and skipping a finished one."""
+    overrides = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    checkpoints = checkpoint_folders(run_dir) if run_dir.is_dir() else []
+    if checkpoints:
+        state = json.loads((checkpoints[-1] / TRAINER_STATE_NAME).read_text())
+        if state["finished"] and state["epoch"] >= overrides.get("epochs", state["epoch"]):
+            return
+        train(None, resume=run_dir, overrides=overrides)
+        return
+    values = read_config_file(path)
+    if args.epochs is not None:
+        values.update(scale_budget(values, args.epochs))
+    config = TrainConfig.from_dict({**values, **overrides})
+    train(config, output_dir=run_dir, overwrite=True)
+
+
+def run_row(path: Path, args: argparse.Namespace) -> dict:
+    run_dir = args.output_dir / path.stem
+    train_row(path, run_dir, args)
+    history = json.loads((run_dir / HISTORY_NAME).read_text())
+    device = None if args.device == "auto" else args.device
+    results = evaluate_run(
+        run_dir, "ptb", args.data_dir, "validation", limit=args.limit, device=device,
+        iw_samples=args.iw_samples, show_progress=not args.no_progress,
+    )  # fmt: skip
+    results.pop("au_variances", None)
+    model = load_model(run_dir)
+    row = {
+        "row": path.stem,
+        "config": str(path.relative_to(ROW_DIR.parent.parent)),
+        "epochs": len(history),
+        "best_epoch": min(history, key=lambda record: record["neg_elbo"])["epoch"],
+        "train_minutes": round(sum(record["seconds"] for record in history) / 60, 1),
+        "machine": machine(args.device),
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        **results,
+    }
+    (run_dir / "table_row.json").write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    header = ["row", *(label for _, label, _ in COLUMNS), "epochs (best)", "train min", "machine", "params"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in rows:
+        cells = [row["row"]]
+        for key, _, fmt in COLUMNS:
+            cells.append("n/a" if row.get(key) is None else fmt.format(row[key]))
+        cells += [
+            f"{row['epochs']} ({row['best_epoch']})",
+            str(row["train_minutes"]),
+            row["machine"],
+            f"{row['parameters'] / 1e6:.2f}M",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = next((row for row in rows if row.get("iw_samples")), rows[0])  # a VAE row says K and BLEU
+    note = (
+        f"\nPTB valid ({first['num_sentences']} sentences, {first['num_tokens']} tokens); NLL with K = "
+        f"{first['iw_samples'] or 'exact'}; BLEU {first.get('bleu_signature')}.\n"
+    )
+    return "\n".join(lines) + "\n" + note + "\n" + PUBLISHED
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for path in select_rows(args.rows):
+        logging.info("=== %s", path.stem)
+        run_row(path, args)
+    rows = [json.loads(path.read_text()) for path in sorted(args.output_dir.glob("*/table_row.json"))]
+    (args.output_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.output_dir / "results.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
