@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Before anything imports huggingface_hub, which reads this once: tests never reach the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,6 @@ from textvae.training_config import TrainConfig
 from .helpers import TINY_TRAIN, make_sentences
 
 torch.set_num_threads(1)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -53,6 +53,8 @@ def test_train_sample_reconstruct_interpolate_encode(tmp_path, capsys, caplog, c
     assert code == 0 and len(out.splitlines()) == 3
     code, out, _ = run_cli(capsys, "reconstruct", run, "the cat sat", "a dog", "--strategy", "beam")
     assert code == 0 and len(out.splitlines()) == 2
+    code, after, _ = run_cli(capsys, "reconstruct", run, "--strategy", "beam", "the cat sat", "a dog")
+    assert code == 0 and after == out  # sentences may follow the options
     code, out, _ = run_cli(
         capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 4, "--method", "slerp"
     )
@@ -161,6 +163,7 @@ def bad_inputs(tmp_path, run, corpus_file):
         "bad output suffix": (["encode", run, "a", "--output", tmp_path / "z.csv"], r"\.npy or \.jsonl"),
         "bad temperature": (["sample", run, "--temperature", "0"], "temperature must be positive"),
         "bad steps": (["interpolate", run, "a", "b", "--steps", "1"], "steps must be at least 2"),
+        "unknown flag": (["sample", run, "--colour", "red"], "unrecognized arguments"),
     }
 
 

@@ -137,7 +137,13 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu"):
 
 def check_tokenizer_matches(config: TextVAEConfig, tokenizer, folder: Path | str = "") -> None:
     """Raise `ValueError` when the tokenizer's vocabulary or special ids differ from the model's."""
-    if len(tokenizer) != config.vocab_size:
+    # A pretrained decoder may have more embedding rows than its tokenizer has tokens (padding rows).
+    fits = (
+        len(tokenizer) <= config.vocab_size
+        if config.decoder_type == "hf"
+        else len(tokenizer) == config.vocab_size
+    )
+    if not fits:
         raise ValueError(
             f"tokenizer in {folder} has {len(tokenizer)} tokens but the model expects {config.vocab_size}: "
             "the tokenizer does not belong to this model"

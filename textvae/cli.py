@@ -349,10 +349,22 @@ def _configure_logging(verbose: bool) -> None:
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting sentences follow options too (`reconstruct RUN --strategy beam "a sentence"`)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "sentences", None) is not None and not any(e.startswith("-") for e in extra):
+        args.sentences = [*args.sentences, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _configure_logging(args.verbose)
     try:
         _run(args)

@@ -52,6 +52,12 @@ def validate_sampling(temperature: float, top_k: int, top_p: float, max_length: 
         raise ValueError(f"max_length must be positive, got {max_length}")
 
 
+def cap_max_length(model, max_length: int) -> int:
+    """`max_length`, lowered so BOS plus the output fit a decoder with a fixed number of positions."""
+    positions = getattr(model.decoder, "max_positions", None)
+    return min(max_length, positions - 1) if positions else max_length
+
+
 def _start(model, z: torch.Tensor | None, num_sequences: int | None):
     device = next(model.parameters()).device
     if z is None and model.config.has_latent:
@@ -93,6 +99,7 @@ def generate(
     `do_sample`; sampling divides logits by `temperature` and keeps the top-k / top-p tokens.
     """
     validate_sampling(temperature, top_k, top_p, max_length)
+    max_length = cap_max_length(model, max_length)
     z, prefix, device = _start(model, z, num_sequences)
     config = model.config
     finished = torch.zeros(prefix.size(0), dtype=torch.bool, device=device)
@@ -132,6 +139,7 @@ def beam_search(
     if beam_size < 1:
         raise ValueError(f"beam_size must be positive, got {beam_size}")
     validate_sampling(1.0, 0, 1.0, max_length)
+    max_length = cap_max_length(model, max_length)
     z, bos, device = _start(model, z, num_sequences)
     config = model.config
     batch_size = bos.size(0)

@@ -117,7 +117,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 
 def decode_ids(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
-    """Token ids -> text: stops at the first EOS, drops BOS and padding, keeps unk.
+    """Token ids -> one line of text: stops at the first EOS, drops BOS and padding, keeps unk.
 
     (`skip_special_tokens` would also drop `<unk>`, which PTB writes in its text.)
     """
@@ -129,4 +129,5 @@ def decode_ids(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
         if token_id in (tokenizer.bos_token_id, tokenizer.pad_token_id):
             continue
         tokens.append(tokenizer.convert_ids_to_tokens(token_id))
-    return tokenizer.convert_tokens_to_string(tokens).strip()
+    # Byte-level BPE can produce newlines and other control characters: one sentence stays one line.
+    return " ".join(tokenizer.convert_tokens_to_string(tokens).split())

@@ -86,6 +86,8 @@ def build_model(config: TrainConfig, tokenizer) -> TextVAEModel:
     unknown = sorted(set(options) - set(TextVAEConfig().to_dict()))
     if unknown:
         raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+    if config.word_dropout > 0 and tokenizer.unk_token_id in (None, tokenizer.eos_token_id):
+        raise ValueError("word_dropout needs an unk token distinct from EOS, and this tokenizer has none")
     options.update(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
