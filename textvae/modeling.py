@@ -172,7 +172,9 @@ class TextVAEModel(PreTrainedModel):
         """`-log p(x | z)` per sentence: (B, T) ids, (B, Z) z -> ((B,) loss, (B, T - 1, V) logits or None).
 
         Logits are computed only at real (non-padding) positions: the vocabulary projection is most of
-        the arithmetic, so padding would otherwise cost as much as real tokens.
+        the arithmetic, so padding would otherwise cost as much as real tokens. Without `return_logits`
+        a decoder's `token_loss(hidden (N, H), labels (N,)) -> (N,)`, when it has one, scores them without
+        keeping the logits (the recurrent decoder's fuses the projection with the cross-entropy).
         """
         decoder_input = input_ids[:, :-1]  # (B, T-1): BOS, w_1 .. w_n (and padding)
         labels = input_ids[:, 1:]  # (B, T-1): w_1 .. w_n, EOS (and padding)
@@ -182,11 +184,17 @@ class TextVAEModel(PreTrainedModel):
             # lean on z. BOS stays, so the first prediction is never blind to which sentence starts.
             drop = torch.rand(decoder_input.shape, device=input_ids.device) < word_dropout
             drop[:, 0] = False
-            decoder_input = decoder_input.masked_fill(drop & attention_mask[:, :-1].bool(), self.config.unk_token_id)
+            decoder_input = decoder_input.masked_fill(
+                drop & attention_mask[:, :-1].bool(), self.config.unk_token_id
+            )
         hidden, _ = self.decoder(decoder_input, z, attention_mask=attention_mask[:, :-1])  # (B, T-1, H)
         real_hidden = hidden[label_mask]  # (N, H)
-        real_logits = self.decoder.project(real_hidden).float()  # (N, V)
-        token_loss = F.cross_entropy(real_logits, labels[label_mask], reduction="none")  # (N,)
+        real_labels = labels[label_mask]  # (N,)
+        if not return_logits and hasattr(self.decoder, "token_loss"):
+            token_loss = self.decoder.token_loss(real_hidden, real_labels)  # (N,)
+        else:
+            real_logits = self.decoder.project(real_hidden).float()  # (N, V)
+            token_loss = F.cross_entropy(real_logits, real_labels, reduction="none")  # (N,)
         rec_loss = hidden.new_zeros(label_mask.shape, dtype=token_loss.dtype)
         rec_loss = rec_loss.masked_scatter(label_mask, token_loss).sum(dim=1)  # (B,)
         logits = None
@@ -224,6 +232,10 @@ class TextVAEModel(PreTrainedModel):
         batch_size = input_ids.size(0)
         if self.config.has_latent:
             if encoder_input_ids is None:
+                if self.config.encoder_type == "hf":
+                    raise ValueError(
+                        "a pretrained (hf) encoder reads its own token ids: pass encoder_input_ids"
+                    )
                 encoder_input_ids, encoder_attention_mask = input_ids, attention_mask
             mu, logvar = self.encode(encoder_input_ids, encoder_attention_mask)
             if z is None:
