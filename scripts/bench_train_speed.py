@@ -1,0 +1,302 @@
+"""Training speed on PTB: textvae's training step against the straightforward padded Sentence-VAE loop.
+
+Both train the Sentence-VAE-sized model (Bowman et al. 2016 as sized by timbmg/Sentence-VAE: GRU encoder
+and decoder, embedding 300, hidden 256, latent 16, batch 32, the 10,002-word PTB vocabulary) and
+condition the decoder on `z` only through its initial state, as Sentence-VAE does (textvae is run with
+`z_to_inputs=False`). Dropout follows Sentence-VAE's defaults: 0.5 on the decoder's input embeddings,
+none on its outputs, no word dropout. The KL weight is fixed at 1, so both losses are
+`(sum of token NLLs + sum of KLs) / batch size`.
+
+(a) textvae: `TextVAEModel`, length-bucketed batches (`LengthBucketSampler` + `collate`),
+    `model(**batch, return_logits=False).loss`, Adam, gradient clipping at norm 5.
+(b) baseline: Sentence-VAE's `model.py` and `train.py` minus packing: every sentence truncated and padded
+    to 60 tokens, random batches, both GRUs run over all 60 positions, the vocabulary projection,
+    `log_softmax` and `NLLLoss(ignore_index=pad, reduction="sum")` over every position, Adam without
+    clipping. One embedding serves encoder and decoder, as there (textvae has one each: 3M more
+    parameters for Adam). Sentences are padded once beforehand, as its dataset class does, while
+    textvae's `collate` runs inside the timed steps.
+
+Both read the same sentences: `[BOS] + words[:59]` in, `words[:59] + [EOS]` predicted. Throughput counts
+the predicted tokens (words plus EOS, never padding) identically for both. Each variant trains in its own
+process so that its peak RSS is its own; the two take turns in chunks of steps, so that load from other
+users of the machine falls on both alike.
+
+Computing the same things per position, textvae can only be faster by the padding it skips: the
+baseline computes 60 positions per sentence, PTB train has 22.1 predicted tokens per sentence on average,
+so the ratio's natural ceiling is about 2.7x; textvae's fused projection and loss
+(`RecurrentDecoder.token_loss`) is what brings it to about that ceiling despite its larger fixed costs.
+
+    python scripts/bench_train_speed.py --steps 300 --threads 2 --json runs/bench_train_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import torch
+from torch import nn
+
+MAX_SEQUENCE_LENGTH = 60  # Sentence-VAE's --max_sequence_length: BOS + 59 words in, 59 words + EOS out
+EMBEDDING_SIZE, HIDDEN_SIZE, LATENT_SIZE = 300, 256, 16  # Sentence-VAE's defaults
+EMBEDDING_DROPOUT = 0.5  # Sentence-VAE's --embedding_dropout
+LEARNING_RATE = 1e-3
+MAX_GRAD_NORM = 5.0
+VARIANTS = ("textvae", "baseline")
+
+
+class SentenceVAEBaseline(nn.Module):
+    """timbmg/Sentence-VAE's `SentenceVAE` (GRU, one layer, unidirectional) without packing.
+
+    As there, one embedding is shared by encoder and decoder, the encoder's final hidden state gives
+    `mean` and `logv`, and `z` sets the decoder's initial hidden state. Without packing the encoder's
+    final state is the one after the padding, and every padded position is decoded and projected.
+    """
+
+    def __init__(self, vocab_size: int, pad_token_id: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, EMBEDDING_SIZE)
+        self.embedding_dropout = nn.Dropout(EMBEDDING_DROPOUT)
+        self.encoder_rnn = nn.GRU(EMBEDDING_SIZE, HIDDEN_SIZE, batch_first=True)
+        self.decoder_rnn = nn.GRU(EMBEDDING_SIZE, HIDDEN_SIZE, batch_first=True)
+        self.hidden2mean = nn.Linear(HIDDEN_SIZE, LATENT_SIZE)
+        self.hidden2logv = nn.Linear(HIDDEN_SIZE, LATENT_SIZE)
+        self.latent2hidden = nn.Linear(LATENT_SIZE, HIDDEN_SIZE)
+        self.outputs2vocab = nn.Linear(HIDDEN_SIZE, vocab_size)
+        self.nll = nn.NLLLoss(ignore_index=pad_token_id, reduction="sum")
+
+    def forward(self, input_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """(B, 60) inputs and targets -> scalar `(NLL + KL) / B`."""
+        batch_size = input_ids.size(0)
+        input_embedding = self.embedding(input_ids)  # (B, 60, E)
+        _, hidden = self.encoder_rnn(input_embedding)  # (1, B, H)
+        hidden = hidden.squeeze(0)
+        mean, logv = self.hidden2mean(hidden), self.hidden2logv(hidden)  # (B, Z)
+        z = torch.randn_like(mean) * torch.exp(0.5 * logv) + mean
+        hidden = self.latent2hidden(z).unsqueeze(0)  # (1, B, H)
+        outputs, _ = self.decoder_rnn(self.embedding_dropout(input_embedding), hidden)  # (B, 60, H)
+        logp = nn.functional.log_softmax(self.outputs2vocab(outputs.reshape(-1, outputs.size(2))), dim=-1)
+        nll = self.nll(logp, target_ids.reshape(-1))
+        kl = -0.5 * torch.sum(1 + logv - mean.pow(2) - logv.exp())
+        return (nll + kl) / batch_size
+
+
+def load_ptb(data_dir: str) -> tuple[list[list[int]], int, int]:
+    """PTB train as `[BOS] + words[:59] + [EOS]` id lists, the vocabulary size and the pad id."""
+    from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
+    from textvae.tokenization import train_word_tokenizer
+
+    datasets.disable_progress_bars()
+    corpus = load_corpus("ptb", data_dir=data_dir)
+    tokenizer = train_word_tokenizer(corpus["train"]["text"])
+    tokenized = tokenize_corpus(corpus, tokenizer, max_length=MAX_SEQUENCE_LENGTH - 1)
+    split = TokenizedSplit.from_dataset(tokenized["train"])
+    return split.input_ids, len(tokenizer), tokenizer.pad_token_id
+
+
+def textvae_batches(sentences: list[list[int]], pad_token_id: int, batch_size: int, seed: int) -> Iterator:
+    """Endless length-bucketed batches, as textvae trains: yields (batch dict, predicted tokens)."""
+    from textvae.data import LengthBucketSampler, TokenizedSplit, collate
+
+    split = TokenizedSplit(input_ids=sentences)
+    sampler = LengthBucketSampler(split.lengths, batch_size, seed=seed)
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        for indices in sampler:
+            batch = collate(split, indices, pad_token_id)
+            yield batch, int(batch["attention_mask"][:, 1:].sum())
+        epoch += 1
+
+
+def baseline_batches(sentences: list[list[int]], pad_token_id: int, batch_size: int, seed: int) -> Iterator:
+    """Endless random batches padded to 60, as Sentence-VAE trains: yields ((input, target), tokens)."""
+    inputs = torch.full((len(sentences), MAX_SEQUENCE_LENGTH), pad_token_id, dtype=torch.long)
+    targets = torch.full((len(sentences), MAX_SEQUENCE_LENGTH), pad_token_id, dtype=torch.long)
+    for row, ids in enumerate(sentences):
+        inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])  # BOS, words
+        targets[row, : len(ids) - 1] = torch.tensor(ids[1:])  # words, EOS
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(sentences), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            target = targets[index]
+            yield (inputs[index], target), int((target != pad_token_id).sum())
+
+
+def build_step(
+    variant: str, vocab_size: int, pad_token_id: int, device: torch.device, fused_adam: bool = False
+):
+    """The model and a `step(batch) -> None` closure doing one training step of `variant`."""
+    if variant == "textvae":
+        from textvae import TextVAEConfig, TextVAEModel
+
+        config = TextVAEConfig(
+            vocab_size=vocab_size,
+            embedding_size=EMBEDDING_SIZE,
+            hidden_size=HIDDEN_SIZE,
+            latent_dim=LATENT_SIZE,
+            encoder_type="gru",
+            decoder_type="gru",
+            decoder_input_dropout=EMBEDDING_DROPOUT,
+            decoder_output_dropout=0.0,
+            z_to_initial_state=True,
+            z_to_inputs=False,
+            pad_token_id=pad_token_id,
+        )
+        model = TextVAEModel(config).to(device).train()
+    else:
+        model = SentenceVAEBaseline(vocab_size, pad_token_id).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, fused=fused_adam or None)
+
+    def step(batch) -> None:
+        if variant == "textvae":
+            batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+            loss = model(**batch, kl_weight=1.0, return_logits=False).loss
+        else:
+            loss = model(*(tensor.to(device, non_blocking=True) for tensor in batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if variant == "textvae":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        optimizer.step()
+
+    return model, step
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10
+
+
+def worker(
+    variant: str, args: argparse.Namespace, sentences, vocab_size: int, pad_token_id: int, conn
+) -> None:
+    """Train `variant` in this process, running as many steps as the parent asks each time."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    model, step = build_step(variant, vocab_size, pad_token_id, device, args.fused_adam)
+    make_batches = textvae_batches if variant == "textvae" else baseline_batches
+    batches = make_batches(sentences, pad_token_id, args.batch_size, args.seed)
+    setup_rss = peak_rss_mib()
+    for _ in range(args.warmup_steps):
+        step(next(batches)[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    conn.send("ready")
+    while (steps := conn.recv()) is not None:
+        tokens = 0
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch, count = next(batches)
+            step(batch)
+            tokens += count
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        conn.send((time.perf_counter() - start, tokens))
+    report = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "setup_rss_mib": setup_rss,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    if device.type == "cuda":
+        report["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    conn.send(report)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Start one process per variant and let them take turns; returns the measurements."""
+    sentences, vocab_size, pad_token_id = load_ptb(args.data_dir)
+    context = multiprocessing.get_context("spawn")  # a fresh process: its own threads and peak RSS
+    conns, processes = {}, {}
+    for variant in VARIANTS:
+        parent_end, child_end = context.Pipe()
+        process = context.Process(
+            target=worker, args=(variant, args, sentences, vocab_size, pad_token_id, child_end)
+        )
+        process.start()
+        conns[variant], processes[variant] = parent_end, process
+    for variant in VARIANTS:
+        assert conns[variant].recv() == "ready"
+    totals = {variant: [0.0, 0] for variant in VARIANTS}
+    done = 0
+    while done < args.steps:
+        steps = min(args.chunk_steps, args.steps - done)
+        # Turns alternate (and so does who goes first) so that slow spells hit both variants alike.
+        order = VARIANTS if (done // args.chunk_steps) % 2 == 0 else VARIANTS[::-1]
+        for variant in order:
+            conns[variant].send(steps)
+            seconds, tokens = conns[variant].recv()
+            totals[variant][0] += seconds
+            totals[variant][1] += tokens
+        done += steps
+    results = {}
+    for variant in VARIANTS:
+        conns[variant].send(None)
+        report = conns[variant].recv()
+        processes[variant].join()
+        seconds, tokens = totals[variant]
+        results[variant] = {
+            "tokens_per_second": tokens / seconds,
+            "seconds": seconds,
+            "tokens": tokens,
+            "steps": args.steps,
+            **report,
+        }
+    return {
+        "vocab_size": vocab_size,
+        "results": results,
+        "speedup": results["textvae"]["tokens_per_second"] / results["baseline"]["tokens_per_second"],
+        "settings": {**vars(args), "torch": torch.__version__},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
+    parser.add_argument("--steps", type=int, default=300, help="timed training steps per variant")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup-steps", type=int, default=10, help="untimed steps before timing")
+    parser.add_argument("--chunk-steps", type=int, default=20, help="steps per turn when alternating")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fused-adam", action="store_true", help="fused Adam for both (textvae's trainer uses the default)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
+    args = parser.parse_args()
+    measurements = run(args)
+    print(
+        f"PTB, vocabulary {measurements['vocab_size']}, batch {args.batch_size}, device {args.device}, "
+        f"{args.threads} threads, {args.steps} timed steps each"
+    )
+    for variant, result in measurements["results"].items():
+        line = (
+            f"{variant:>8}: {result['tokens_per_second']:8.0f} real tokens/s, "
+            f"{result['parameters'] / 1e6:.1f}M parameters, "
+            f"peak RSS {result['peak_rss_mib']:6.0f} MiB (after setup {result['setup_rss_mib']:.0f} MiB)"
+        )
+        if "cuda_max_allocated_mib" in result:
+            line += f", CUDA max allocated {result['cuda_max_allocated_mib']:.0f} MiB"
+        print(line)
+    print(f"textvae / baseline: {measurements['speedup']:.2f}x")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(measurements, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
