@@ -184,3 +184,33 @@ def test_bn_vae_normalises_the_posterior_mean():
     assert model.mean_norm.beta.requires_grad and not any(
         p.requires_grad for p in model.mean_norm.norm.parameters()
     )
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_fused_token_loss_matches_cross_entropy_in_value_and_gradient(tie):
+    model = tiny_model(tie_embeddings=tie, embedding_size=6).train()
+    hidden = torch.randn(9, 8, requires_grad=True)
+    labels = torch.randint(0, 20, (9,))
+    fused = model.decoder.token_loss(hidden, labels)
+    fused_grads = torch.autograd.grad(fused.sum(), [hidden, *model.decoder.parameters()], allow_unused=True)
+    plain = torch.nn.functional.cross_entropy(model.decoder.project(hidden), labels, reduction="none")
+    plain_grads = torch.autograd.grad(plain.sum(), [hidden, *model.decoder.parameters()], allow_unused=True)
+    assert torch.allclose(fused, plain, atol=1e-5)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("rows", [1, 5, 3000])
+def test_token_loss_without_gradients_matches_cross_entropy(tie, rows, monkeypatch):
+    """Evaluation scores rows in reused chunks: a chunk smaller than, equal to, or spanning the rows."""
+    import textvae.recurrent
+
+    monkeypatch.setattr(textvae.recurrent, "_SCORING_CHUNK_ROWS", 4)
+    model = tiny_model(tie_embeddings=tie, embedding_size=6)
+    hidden = torch.randn(rows, 8) * 3
+    labels = torch.randint(0, 20, (rows,))
+    with torch.no_grad():
+        scored = model.decoder.token_loss(hidden, labels)
+        expected = torch.nn.functional.cross_entropy(model.decoder.project(hidden), labels, reduction="none")
+    assert torch.allclose(scored, expected, atol=1e-5)

@@ -5,7 +5,9 @@ Module interface every architecture follows (recurrent in `recurrent.py`; others
 - encoder: `forward(input_ids (B, T), attention_mask (B, T)) -> (B, output_size)`, attribute `output_size`;
 - decoder: `forward(input_ids (B, T), z (B, Z) | None, state=None, attention_mask=None)
   -> (hidden (B, T, H), state)`, where `state=None` starts a sentence and the returned state continues it;
-  `project(hidden (..., H)) -> logits (..., V)`; `reorder_state(state, index (B',))` for beam search.
+  `project(hidden (..., H)) -> logits (..., V)`; `reorder_state(state, index (B',))` for beam search;
+  optionally `token_loss(hidden (N, H), labels (N,)) -> (N,)`, the projection and cross-entropy fused,
+  which training uses when it needs no logits.
 
 A sentence is `[BOS, w_1 .. w_n, EOS]` plus padding. The decoder reads `[BOS, w_1 .. w_n]` and predicts
 `[w_1 .. w_n, EOS]`: the reconstruction loss covers the words plus EOS, never BOS (BENCHMARKS.md).

@@ -21,6 +21,31 @@ _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU}
 _SOFTMAX_CHUNK_ROWS = 64
 
 
+# Rows scored per matrix product when no gradient is needed (evaluation): 1024 x V floats is 40 MB at
+# V = 10k, reused for every chunk, where the importance-weighted NLL's K samples would otherwise need GBs.
+_SCORING_CHUNK_ROWS = 1024
+
+
+def _linear_cross_entropy_no_grad(features, weight, bias, labels) -> torch.Tensor:
+    """`cross_entropy(features @ weight.T + bias, labels, reduction="none")` without building (N, V) tensors.
+
+    Rows go through one reused buffer: its target logits are read, then it becomes `exp(logits - max)`
+    in place, so no log-softmax or temporary of the full size is ever allocated.
+    """
+    loss = features.new_empty(features.size(0), dtype=torch.float32)
+    buffer = features.new_empty(
+        min(features.size(0), _SCORING_CHUNK_ROWS), weight.size(0), dtype=torch.float32
+    )
+    for start in range(0, features.size(0), _SCORING_CHUNK_ROWS):
+        rows = features[start : start + _SCORING_CHUNK_ROWS]
+        logits = torch.addmm(bias.float(), rows.float(), weight.float().t(), out=buffer[: rows.size(0)])
+        target = logits.gather(1, labels[start : start + rows.size(0), None]).squeeze(1)  # (n,)
+        peak = logits.amax(dim=1, keepdim=True)  # (n, 1)
+        normaliser = logits.sub_(peak).exp_().sum(dim=1).log_().add_(peak.squeeze(1))  # (n,)
+        loss[start : start + rows.size(0)] = normaliser - target
+    return loss
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """`cross_entropy(features @ weight.T + bias, labels, reduction="none")` with a hand-written backward.
 
@@ -180,6 +205,8 @@ class RecurrentDecoder(nn.Module):
             and not torch.is_autocast_enabled(hidden.device.type)
             and features.dtype == weight.dtype == bias.dtype == torch.float32
         )
+        if not torch.is_grad_enabled() and not torch.is_autocast_enabled(hidden.device.type):
+            return _linear_cross_entropy_no_grad(features, weight, bias, labels)
         if not fused:
             return F.cross_entropy(F.linear(features, weight, bias).float(), labels, reduction="none")
         return _LinearCrossEntropy.apply(features, weight, bias, labels)
