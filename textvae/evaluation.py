@@ -428,14 +428,14 @@ def evaluate_run(
     """
     from .checkpointing import TRAIN_CONFIG_NAME, load_run, write_json
     from .data import load_corpus, tokenize_corpus
+    from .training_config import TrainConfig
 
     split = "validation" if split == "valid" else split
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, encoder_tokenizer = load_run(run, device)
     saved = Path(run) / TRAIN_CONFIG_NAME
-    trained = json.loads(saved.read_text()) if saved.is_file() else {}
-    keys = ("validation_fraction", "seed", "encoding_errors", "text_column")
-    corpus = load_corpus(data, data_dir=data_dir, **{key: trained[key] for key in keys if key in trained})
+    trained = TrainConfig.from_dict(json.loads(saved.read_text())) if saved.is_file() else None
+    corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
     if split not in corpus:
         raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
     part = datasets.DatasetDict({split: corpus[split]})

@@ -50,14 +50,7 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
     """Load and tokenize the corpus; train the tokenizer on the training split unless one is given."""
-    corpus = load_corpus(
-        config.data,
-        data_dir=config.data_dir,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-        encoding_errors=config.encoding_errors,
-        text_column=config.text_column,
-    )
+    corpus = load_corpus(config.data, data_dir=config.data_dir, **config.corpus_options())
     model_options = config.model
     if tokenizer is None and model_options.get("decoder_type") == "hf":
         from .backbones import load_backbone_tokenizer

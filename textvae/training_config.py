@@ -165,6 +165,15 @@ class TrainConfig:
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of architecture options, got {self.model!r}")
 
+    def corpus_options(self) -> dict[str, Any]:
+        """The `load_corpus` options that decide which sentences land in each split."""
+        return {
+            "validation_fraction": self.validation_fraction,
+            "seed": self.seed,
+            "encoding_errors": self.encoding_errors,
+            "text_column": self.text_column,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
