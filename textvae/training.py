@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import checkpointing as ckpt
 from .configuration import TextVAEConfig
 from .data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
-from .modeling import TextVAEModel
+from .modeling import TextVAEModel, gaussian_kl
 from .tokenization import train_tokenizer
 from .training_config import TrainConfig, kl_weight
 
@@ -145,7 +145,7 @@ def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: 
                 batch.get("encoder_attention_mask", batch["attention_mask"]),
             )
             z = model.reparameterize(mu, logvar, generator)
-            kl_total += float(torch.sum(0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)))
+            kl_total += float(gaussian_kl(mu, logvar).sum())
             means.append(mu.float().cpu())
         rec, _ = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], z)
         rec_total += float(rec.sum())
