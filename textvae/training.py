@@ -398,7 +398,7 @@ def train(
             raise ValueError(f"nothing to resume in {run_dir}: no checkpoint-<step>/ folder")
         saved = ckpt.TRAIN_CONFIG_NAME
         config = TrainConfig.from_dict({**json.loads((run_dir / saved).read_text()), **(overrides or {})})
-        model, tokenizer, encoder_tokenizer = ckpt.load_run(checkpoints[-1].parent)
+        model, tokenizer, encoder_tokenizer = ckpt.load_run(run_dir)
         data = prepare_data(config, tokenizer, encoder_tokenizer)
     else:
         if config is None or output_dir is None:
@@ -412,10 +412,9 @@ def train(
     dataclasses.replace(config, max_steps=None).save(run_dir / ckpt.TRAIN_CONFIG_NAME)
     trainer = Trainer(config, run_dir, model, data)
     if resume is not None:
-        trainer.resume_from(ckpt.checkpoint_folders(run_dir)[-1])
-        trainer.state["finished"] = (
-            trainer.state["epoch"] >= config.epochs
-        )  # more epochs may have been asked for
+        trainer.resume_from(checkpoints[-1])
+        # Finished means "reached the epochs asked for": a resume may ask for more.
+        trainer.state["finished"] = trainer.state["epoch"] >= config.epochs
     else:
         ckpt.save_model(run_dir, model, data.tokenizer, data.encoder_tokenizer)
     trainer.train()
