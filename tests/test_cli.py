@@ -217,3 +217,38 @@ def test_evaluate_refuses_a_missing_split(tmp_path, capsys, trained_run):
     corpus.write_text("a b\nc d\n", encoding="utf-8")
     code, _, err = run_cli(capsys, "evaluate", trained_run, "--data", corpus, "--split", "test")
     assert code == 2 and "has no test split" in err
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "transformer"])
+@pytest.mark.parametrize("decoder", ["lstm", "gru", "transformer"])
+def test_every_architecture_pair_from_the_command_line(tmp_path, capsys, corpus_file, encoder, decoder):
+    run = tmp_path / "run"
+    tiny = ["--embedding-size", 8, "--hidden-size", 8, "--latent-dim", 3, "--num-attention-heads", 2]
+    architecture = ["--encoder-type", encoder, "--decoder-type", decoder, "--intermediate-size", 16]
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--data",
+        corpus_file,
+        "-o",
+        run,
+        "--epochs",
+        1,
+        "--no-progress",
+        *tiny,
+        *architecture,
+    )
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["encoder_type"], saved["decoder_type"]) == (encoder, decoder)
+    code, out, _ = run_cli(capsys, "sample", run, "-n", 2, "--seed", 0, "--max-length", 12)
+    assert code == 0 and len(out.splitlines()) == 2
+    code, out, _ = run_cli(
+        capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 3, "--max-length", 12
+    )
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run_cli(
+        capsys, "evaluate", run, "--data", corpus_file, "--iw-samples", 4, "--diversity-samples", 2, "--json"
+    )
+    results = json.loads(out)
+    assert code == 0 and results["au"] is not None and results["nll"] <= results["neg_elbo"] + 1.0
