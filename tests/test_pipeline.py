@@ -66,3 +66,11 @@ def test_unknown_words_are_read_as_unk_with_a_warning(pipeline, caplog):
 def test_bad_strategy_is_named(pipeline):
     with pytest.raises(ValueError, match="strategy"):
         pipeline.reconstruct(["the cat"], strategy="nucleus")
+
+
+def test_unseeded_sampling_leaves_the_global_rng_alone(pipeline):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    pipeline.sample(2)
+    pipeline.reconstruct(["the cat sat"], strategy="sample")
+    assert torch.equal(torch.get_rng_state(), state)

@@ -19,6 +19,16 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("greedy", "beam", "sample")
 
 
+def _generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded with `seed`, or from fresh entropy; torch's global RNG is never touched."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 class TextVAEPipeline:
     """A trained text VAE with its tokenizer(s), working on sentences.
 
@@ -122,8 +132,7 @@ class TextVAEPipeline:
         max_length = max_length or self.max_length
         generator = None
         if strategy == "sample":
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(seed if seed is not None else torch.seed() % 2**63)
+            generator = _generator(seed, self.device)
         count = z.size(0) if z is not None else num_sequences
         sentences = []
         for start in range(0, count, self.batch_size):
@@ -159,7 +168,7 @@ class TextVAEPipeline:
         """n sentences decoded from `z ~ N(0, I)` (the prior); `seed` makes them repeatable."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        generator = _generator(seed)
         z = None
         if self.model.config.has_latent:
             z = torch.randn(n, self.model.config.latent_dim, generator=generator)
