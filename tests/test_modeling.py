@@ -214,3 +214,29 @@ def test_token_loss_without_gradients_matches_cross_entropy(tie, rows, monkeypat
         scored = model.decoder.token_loss(hidden, labels)
         expected = torch.nn.functional.cross_entropy(model.decoder.project(hidden), labels, reduction="none")
     assert torch.allclose(scored, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_tied_embedding_starts_small_and_reset_draws_it_again(cell):
+    """A tied embedding is also the output layer: U(-0.1, 0.1) rows, zero padding row and output bias."""
+    model = tiny_model(encoder_type=cell, decoder_type=cell, tie_embeddings=True)
+    decoder = model.decoder
+    weight = decoder.embedding.weight
+    assert weight.abs().max() <= 0.1 and weight.std() > 0.03  # U(-0.1, 0.1) has std 0.058
+    assert torch.equal(weight[model.config.pad_token_id], torch.zeros_like(weight[0]))
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.fill_(1.0)
+    encoder_before = [p.clone() for p in model.encoder.parameters()]
+    decoder.reset_parameters()
+    assert weight.abs().max() <= 0.1 and torch.equal(
+        decoder.output_bias, torch.zeros_like(decoder.output_bias)
+    )
+    assert all((p != 1.0).any() for name, p in decoder.named_parameters() if name != "output_bias")
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters(), strict=True))
+
+
+def test_untied_embedding_keeps_pytorch_default_initialisation():
+    torch.manual_seed(0)
+    weight = tiny_model(tie_embeddings=False, embedding_size=64).decoder.embedding.weight
+    assert 0.8 < weight[1:].std() < 1.2  # N(0, 1), as the reference LSTM VAEs train with

@@ -220,12 +220,16 @@ class Trainer:
     def _start_vae_phase(self, reset_decoder: bool = True) -> None:
         """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
         if reset_decoder:
-            for module in self.model.decoder.modules():
-                if module is not self.model.decoder and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-            for name, parameter in self.model.decoder.named_parameters(recurse=False):
-                if name.endswith("bias"):
-                    torch.nn.init.zeros_(parameter)
+            decoder = self.model.decoder
+            if hasattr(decoder, "reset_parameters"):  # a decoder that knows its own initialisation
+                decoder.reset_parameters()
+            else:
+                for module in decoder.modules():
+                    if module is not decoder and hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+                for name, parameter in decoder.named_parameters(recurse=False):
+                    if name.endswith("bias"):
+                        torch.nn.init.zeros_(parameter)
             logger.info("autoencoder pretraining done: decoder re-initialised, VAE training starts")
         self.optimizer = make_optimizer(self.config, self.model)
         self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
