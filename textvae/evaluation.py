@@ -12,21 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 import torch
-from sacrebleu.metrics import BLEU
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .data import LengthBucketSampler, TokenizedSplit, collate
 from .generation import generate
 from .modeling import TextVAEModel, gaussian_kl, gaussian_log_density
+from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
 from .tokenization import decode_ids
 
 logger = logging.getLogger(__name__)
+
 
 # Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
 _STREAMS = ("elbo", "iw", "mi", "prior")
@@ -134,54 +134,6 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.
         raise ValueError(f"mu must be (N, Z) with N >= 2 sentences, got shape {tuple(mu.shape)}")
     variances = mu.double().var(dim=0, correction=1)  # (Z,)
     return int((variances >= threshold).sum()), variances
-
-
-def bleu_tokenization(tokenizer) -> str:
-    """sacrebleu's `tokenize` for a tokenizer's text: "none" for word-level (the corpus is already
-    tokenized, as PTB is, and re-tokenizing would split `<unk>`), else sacrebleu's default "13a"."""
-    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
-    return "none" if type(model).__name__ == "WordLevel" else "13a"
-
-
-def corpus_bleu(
-    hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "none"
-) -> tuple[float, str]:
-    """sacrebleu corpus BLEU (0-100) of hypotheses against one reference each, and its signature."""
-    if len(hypotheses) != len(references) or not hypotheses:
-        raise ValueError(
-            f"need as many hypotheses as references, at least one: got {len(hypotheses)} and {len(references)}"
-        )
-    bleu = BLEU(tokenize=tokenize)
-    score = bleu.corpus_score(list(hypotheses), [list(references)])
-    return float(score.score), str(bleu.get_signature())
-
-
-def self_bleu(samples: Sequence[str], tokenize: str = "none") -> float:
-    """Self-BLEU (Zhu et al. 2018, Texygen), 0-100: the mean sentence BLEU of each sample against all
-    the others as references; lower means more diverse. sacrebleu sentence BLEU (effective order, exp
-    smoothing), not NLTK's, so the zero-match edge cases differ slightly from Texygen's."""
-    if len(samples) < 2:
-        raise ValueError(f"self-BLEU needs at least 2 samples, got {len(samples)}")
-    samples = list(samples)
-    bleu = BLEU(tokenize=tokenize, effective_order=True)
-    scores = [
-        bleu.sentence_score(sample, samples[:i] + samples[i + 1 :]).score for i, sample in enumerate(samples)
-    ]
-    return float(sum(scores) / len(scores))
-
-
-def distinct_n(samples: Sequence[str], n: int) -> float:
-    """distinct-n (Li et al. 2016): distinct n-grams / all n-grams over the whitespace-split samples.
-
-    0.0 when the samples hold no n-gram at all.
-    """
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    ngrams = []
-    for sample in samples:
-        words = sample.split()
-        ngrams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
 
 
 def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
