@@ -419,3 +419,23 @@ def test_cli_trains_and_samples_a_tiny_transformer(tmp_path, capsys):
         "transformer",
         "sinusoidal",
     )
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_decoder_reset_draws_the_gpt2_initialisation_again(tie):
+    """The decoder reset after autoencoder pretraining (Li et al. 2019) re-initialises as GPT-2 does."""
+    decoder = tiny_model(tie_embeddings=tie).decoder
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.fill_(1.0)
+    decoder.reset_parameters()
+    for name, module in decoder.named_modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            assert torch.equal(module.weight, torch.ones_like(module.weight))
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+        elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            assert module.weight.abs().max() < 0.2, name  # N(0, 0.02): never near the filled 1.0
+            if getattr(module, "bias", None) is not None:
+                assert torch.equal(module.bias, torch.zeros_like(module.bias)), name
+    if tie:
+        assert torch.equal(decoder.output_bias, torch.zeros_like(decoder.output_bias))

@@ -240,7 +240,16 @@ class TransformerDecoder(nn.Module):
             self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         else:
             self.output = nn.Linear(hidden_size, config.vocab_size)
-        init_transformer_weights(self, num_layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation (also the decoder reset after autoencoder pretraining, Li et al. 2019)."""
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        if self.tie_embeddings:
+            nn.init.zeros_(self.output_bias)
+        init_transformer_weights(self, len(self.layers))
 
     def memory(self, z: torch.Tensor | None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
         """(B, Z) latent -> per layer (key, value), each (B, heads, 1, d); None without memory."""
