@@ -89,7 +89,8 @@ def scale_budget(values: dict, epochs: int) -> dict:
 def machine(device: str) -> str:
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return torch.cuda.get_device_name()
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({platform.machine()}, {threads} thread{'s' if threads > 1 else ''})"
 
 
 def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
