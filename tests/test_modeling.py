@@ -240,3 +240,32 @@ def test_untied_embedding_keeps_pytorch_default_initialisation():
     torch.manual_seed(0)
     weight = tiny_model(tie_embeddings=False, embedding_size=64).decoder.embedding.weight
     assert 0.8 < weight[1:].std() < 1.2  # N(0, 1), as the reference LSTM VAEs train with
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_encoder_hidden_size_sets_the_recurrent_encoder_alone(tmp_path, architecture):
+    """A narrower encoder than decoder (encoder_hidden_size) runs, encodes and saves / loads."""
+    model = tiny_model(**architecture, hidden_size=8, encoder_hidden_size=5)
+    directions = 2 if architecture["bidirectional_encoder"] else 1
+    assert model.encoder.rnn.hidden_size == 5 and model.decoder.rnn.hidden_size == 8
+    assert model.posterior.in_features == 5 * directions
+    input_ids, attention_mask = random_batch(3)
+    mu, logvar = model.encode(input_ids, attention_mask)
+    assert mu.shape == logvar.shape == (3, 4)
+    model.save_pretrained(tmp_path)
+    loaded = TextVAEModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.encoder_hidden_size == 5
+    assert torch.equal(loaded.encode(input_ids, attention_mask)[0], mu)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"encoder_hidden_size": 0}, "encoder_hidden_size must be a positive integer"),
+        ({"encoder_hidden_size": 2.5}, "encoder_hidden_size must be a positive integer"),
+        ({"encoder_hidden_size": 8, "encoder_type": "transformer"}, "applies to lstm / gru encoders"),
+    ],
+)
+def test_bad_encoder_hidden_size_is_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        TextVAEConfig(**options)

@@ -18,6 +18,8 @@ CONFIG_HELP: dict[str, str] = {
     "vocab_size": "size of the vocabulary (set from the tokenizer when training)",
     "embedding_size": "size of the token embeddings",
     "hidden_size": "size of the recurrent state / transformer width",
+    "encoder_hidden_size": "size of a recurrent encoder's state when it differs from the decoder's; "
+    "None: hidden_size",
     "latent_dim": "size of the latent z; 0 gives the language model with no latent",
     "encoder_type": f"encoder architecture, one of {', '.join(ENCODER_TYPES)}",
     "decoder_type": f"decoder architecture, one of {', '.join(DECODER_TYPES)}",
@@ -60,6 +62,7 @@ class TextVAEConfig(PretrainedConfig):
         embedding_size: int = 256,
         hidden_size: int = 256,
         latent_dim: int = 32,
+        encoder_hidden_size: int | None = None,
         encoder_type: str = "lstm",
         decoder_type: str = "lstm",
         encoder_num_layers: int = 1,
@@ -92,6 +95,7 @@ class TextVAEConfig(PretrainedConfig):
         self.embedding_size = embedding_size
         self.hidden_size = hidden_size
         self.latent_dim = latent_dim
+        self.encoder_hidden_size = encoder_hidden_size
         self.encoder_type = encoder_type
         self.decoder_type = decoder_type
         self.encoder_num_layers = encoder_num_layers
@@ -151,6 +155,15 @@ class TextVAEConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.encoder_hidden_size is not None:
+            if not isinstance(self.encoder_hidden_size, int) or self.encoder_hidden_size < 1:
+                raise ValueError(
+                    f"encoder_hidden_size must be a positive integer, got {self.encoder_hidden_size!r}"
+                )
+            if self.encoder_type not in ("lstm", "gru"):
+                raise ValueError(
+                    f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}"
+                )
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
             raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")
         for name in ("decoder_input_dropout", "decoder_output_dropout", "transformer_dropout"):

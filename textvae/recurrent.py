@@ -93,14 +93,15 @@ class RecurrentEncoder(nn.Module):
         self.embedding = nn.Embedding(
             config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id
         )
+        hidden_size = config.encoder_hidden_size or config.hidden_size
         self.rnn = _RNN_CLASSES[config.encoder_type](
             config.embedding_size,
-            config.hidden_size,
+            hidden_size,
             num_layers=config.encoder_num_layers,
             batch_first=True,
             bidirectional=config.bidirectional_encoder,
         )
-        self.output_size = config.hidden_size * self.num_directions
+        self.output_size = hidden_size * self.num_directions
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids and mask -> (B, output_size) sentence features."""
