@@ -49,7 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", default="all", help="'all' or comma-separated row numbers / names")
+    parser.add_argument(
+        "--rows", default="all", help="'all' or comma-separated row numbers (6: 6_best and 6_lm) or names"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/ptb_table"))
     parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
     parser.add_argument(
@@ -69,10 +71,11 @@ def select_rows(spec: str) -> list[Path]:
     if spec == "all":
         return rows
     wanted = spec.split(",")
-    chosen = [row for row in rows if row.stem in wanted or row.stem.split("_")[0] in wanted]
-    if len(chosen) != len(wanted):
-        raise SystemExit(f"unknown row in {spec!r}; rows: {', '.join(row.stem for row in rows)}")
-    return chosen
+    matches = {name: [row for row in rows if name in (row.stem, row.stem.split("_")[0])] for name in wanted}
+    unknown = [name for name, found in matches.items() if not found]
+    if unknown:
+        raise SystemExit(f"unknown row {unknown[0]!r}; rows: {', '.join(row.stem for row in rows)}")
+    return [row for row in rows if any(row in found for found in matches.values())]
 
 
 def scale_budget(values: dict, epochs: int) -> dict:

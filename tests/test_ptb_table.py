@@ -1,0 +1,79 @@
+"""The PTB table script (scripts/ptb_table.py) end to end on a tiny stand-in corpus named ptb."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import make_sentences
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptb_table.py"
+
+
+@pytest.fixture(scope="module")
+def ptb_table():
+    spec = importlib.util.spec_from_file_location("ptb_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_ptb(tmp_path):
+    folder = tmp_path / "data" / "ptb"
+    folder.mkdir(parents=True)
+    (folder / "train.txt").write_text("\n".join(make_sentences(24, seed=1)) + "\n")
+    (folder / "valid.txt").write_text("\n".join(make_sentences(6, seed=2)) + "\n")
+    return tmp_path / "data"
+
+
+def run_script(module, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["ptb_table.py", *args])
+    module.main()
+
+
+def test_rows_select_by_number_or_name(ptb_table):
+    assert [row.stem for row in ptb_table.select_rows("6")] == ["6_best", "6_lm"]
+    assert [row.stem for row in ptb_table.select_rows("1,2_anneal")] == ["1_lm", "2_anneal"]
+    with pytest.raises(SystemExit, match="unknown row '9'"):
+        ptb_table.select_rows("1,9")
+
+
+def test_every_row_config_is_a_valid_training_config(ptb_table):
+    from textvae import TextVAEConfig
+    from textvae.training_config import TrainConfig, read_config_file
+
+    for row in ptb_table.select_rows("all"):
+        config = TrainConfig.from_dict(read_config_file(row))
+        assert config.data == "ptb"
+        TextVAEConfig(**config.model)  # raises on a bad architecture option
+
+
+def test_smaller_budget_scales_pretraining_and_warm_up(ptb_table):
+    scaled = ptb_table.scale_budget({"epochs": 30, "pretrain_epochs": 5, "kl_warmup_steps": 13150}, 3)
+    assert scaled == {"epochs": 3, "pretrain_epochs": 1, "kl_warmup_steps": 1315}
+
+
+def test_script_trains_evaluates_and_writes_the_table(ptb_table, tiny_ptb, tmp_path, monkeypatch):
+    output = tmp_path / "table"
+    args = ["--rows", "1,2", "--epochs", "2", "--iw-samples", "3", "--output-dir", str(output)]
+    run_script(ptb_table, monkeypatch, *args, "--data-dir", str(tiny_ptb), "--no-progress")
+    rows = json.loads((output / "results.json").read_text())
+    assert [row["row"] for row in rows] == ["1_lm", "2_anneal"]
+    lm, vae = rows
+    assert lm["iw_samples"] is None and lm["kl"] == 0.0 and lm["mi"] is None  # exact NLL, no latent
+    assert vae["iw_samples"] == 3 and vae["nll"] <= vae["neg_elbo"] + 1.0
+    for row in rows:
+        assert row["epochs"] == 2 and row["num_sentences"] == 6 and row["parameters"] > 0
+    table = (output / "results.md").read_text()
+    assert table.startswith("| row | rec | KL | -ELBO | NLL | PPL | MI | AU |")
+    assert "| 1_lm |" in table and "| 2_anneal |" in table and "Texar VAE" in table
+    # A finished row is not trained again: re-running only re-evaluates, with the same numbers.
+    weights = (output / "2_anneal" / "model.safetensors").stat().st_mtime_ns
+    run_script(ptb_table, monkeypatch, *args, "--data-dir", str(tiny_ptb), "--no-progress")
+    assert (output / "2_anneal" / "model.safetensors").stat().st_mtime_ns == weights
+    assert json.loads((output / "results.json").read_text()) == rows
