@@ -27,7 +27,6 @@ from .tokenization import decode_ids
 
 logger = logging.getLogger(__name__)
 
-
 # Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
 _STREAMS = ("elbo", "iw", "mi", "prior")
 # Most float64 elements of one (rows, N, Z) block of the aggregate posterior in `mutual_information`.

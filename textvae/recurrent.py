@@ -157,19 +157,25 @@ class RecurrentDecoder(nn.Module):
             self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         else:
             self.output = nn.Linear(config.hidden_size, config.vocab_size)
-        self.reset_parameters()
+        self._init_tied_embedding()  # the submodules were initialised by their own constructors
 
     def reset_parameters(self) -> None:
-        """PyTorch's default initialisation, except a tied embedding (also the output layer).
+        """PyTorch's default initialisation, except a tied embedding (see `_init_tied_embedding`).
 
-        N(0, 1) rows make the tied output's logits as large as the hidden state's norm times the row's
-        (a first loss of ~380 nats a sentence on PTB); tied language models draw them from U(-0.1, 0.1)
-        instead (Zaremba et al. 2014; Press & Wolf 2017). Also called by autoencoder pretraining's
-        decoder reset (Li et al. 2019).
+        Called by autoencoder pretraining's decoder reset (Li et al. 2019).
         """
         for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        self._init_tied_embedding()
+
+    def _init_tied_embedding(self) -> None:
+        """A tied embedding is also the output layer: U(-0.1, 0.1) rows, zero padding row and bias.
+
+        N(0, 1) rows make the tied output's logits as large as the hidden state's norm times the row's
+        (a first loss of ~380 nats a sentence on PTB); tied language models draw them from U(-0.1, 0.1)
+        instead (Zaremba et al. 2014; Press & Wolf 2017).
+        """
         if self.tie_embeddings:
             with torch.no_grad():
                 self.embedding.weight.uniform_(-0.1, 0.1)
