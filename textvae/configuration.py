@@ -145,25 +145,15 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(
                 f"position_embedding_type must be one of {POSITION_TYPES}, got {self.position_embedding_type!r}"
             )
-        for name in (
-            "vocab_size",
-            "embedding_size",
-            "hidden_size",
-            "encoder_num_layers",
-            "decoder_num_layers",
-        ):
+        positive = ["vocab_size", "embedding_size", "hidden_size", "encoder_num_layers", "decoder_num_layers"]
+        if self.encoder_hidden_size is not None:  # None: the encoder takes hidden_size
+            positive.append("encoder_hidden_size")
+        for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.encoder_hidden_size is not None:
-            if not isinstance(self.encoder_hidden_size, int) or self.encoder_hidden_size < 1:
-                raise ValueError(
-                    f"encoder_hidden_size must be a positive integer, got {self.encoder_hidden_size!r}"
-                )
-            if self.encoder_type not in ("lstm", "gru"):
-                raise ValueError(
-                    f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}"
-                )
+        if self.encoder_hidden_size is not None and self.encoder_type not in ("lstm", "gru"):
+            raise ValueError(f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
             raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")
         for name in ("decoder_input_dropout", "decoder_output_dropout", "transformer_dropout"):
