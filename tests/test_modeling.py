@@ -269,3 +269,63 @@ def test_encoder_hidden_size_sets_the_recurrent_encoder_alone(tmp_path, architec
 def test_bad_encoder_hidden_size_is_named(options, message):
     with pytest.raises(ValueError, match=message):
         TextVAEConfig(**options)
+
+
+LM_INIT_ARCHITECTURES = [
+    dict(decoder_type="lstm", decoder_num_layers=2, hidden_size=12, tie_embeddings=True),
+    dict(decoder_type="gru"),
+    dict(
+        encoder_type="transformer",
+        decoder_type="transformer",
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        transformer_dropout=0.0,
+        z_to_memory=False,
+    ),
+]
+
+
+@pytest.mark.parametrize("architecture", LM_INIT_ARCHITECTURES)
+def test_decoder_initialised_from_a_language_model_predicts_what_it_does(architecture):
+    lm = tiny_model(seed=1, latent_dim=0, **architecture)
+    vae = tiny_model(seed=2, **architecture)
+    input_ids, attention_mask = random_batch(3)
+    lm_rec, _ = lm.reconstruction_loss(input_ids, attention_mask, None)
+    z = 3.0 * torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(vae.reconstruction_loss(input_ids, attention_mask, z)[0], lm_rec, atol=1e-3)
+    vae.init_decoder_from(lm)
+    for latent in (z, torch.zeros(3, 4)):  # whatever z is, the VAE starts as the language model
+        rec, _ = vae.reconstruction_loss(input_ids, attention_mask, latent)
+        torch.testing.assert_close(rec, lm_rec, atol=1e-5, rtol=1e-5)
+    # The weights that read z start at zero but do get gradients, so training can make z matter.
+    vae.train()
+    vae(input_ids, attention_mask).loss.backward()
+    z_weights = [p for name, p in vae.decoder.named_parameters() if name.startswith("latent_to_")]
+    assert z_weights and all(float(p.detach().abs().sum()) == 0.0 for p in z_weights)
+    assert any(float(p.grad.abs().sum()) > 0.0 for p in z_weights)
+
+
+def test_decoder_initialisation_copies_a_vae_decoder_whole():
+    source = tiny_model(seed=1)
+    target = tiny_model(seed=2)
+    target.init_decoder_from(source)
+    source_weights = source.decoder.state_dict()
+    assert all(
+        torch.equal(value, source_weights[name]) for name, value in target.decoder.state_dict().items()
+    )
+    assert not torch.equal(target.posterior.weight, source.posterior.weight)  # only the decoder is copied
+
+
+@pytest.mark.parametrize(
+    "source_options, message",
+    [
+        (dict(latent_dim=0, hidden_size=16), "decoders do not match: rnn.weight_ih_l0"),
+        (dict(latent_dim=0, decoder_type="gru"), "lstm decoder from a gru decoder"),
+        (dict(latent_dim=0, vocab_size=30), "vocabularies differ"),
+        (dict(latent_dim=6), r"rnn.weight_ih_l0 is \(32, 12\) here but \(32, 14\) in the source"),
+    ],
+)
+def test_decoder_initialisation_refuses_a_different_decoder(source_options, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model().init_decoder_from(tiny_model(**source_options))

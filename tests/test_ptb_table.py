@@ -37,7 +37,7 @@ def run_script(module, monkeypatch, *args):
 
 
 def test_rows_select_by_number_or_name(ptb_table):
-    assert [row.stem for row in ptb_table.select_rows("6")] == ["6_best", "6_lm"]
+    assert [row.stem for row in ptb_table.select_rows("6")] == ["6_best", "6_from_lm", "6_lm"]
     assert [row.stem for row in ptb_table.select_rows("1,2_anneal")] == ["1_lm", "2_anneal"]
     with pytest.raises(SystemExit, match="unknown row '9'"):
         ptb_table.select_rows("1,9")
@@ -77,3 +77,14 @@ def test_script_trains_evaluates_and_writes_the_table(ptb_table, tiny_ptb, tmp_p
     run_script(ptb_table, monkeypatch, *args, "--data-dir", str(tiny_ptb), "--no-progress")
     assert (output / "2_anneal" / "model.safetensors").stat().st_mtime_ns == weights
     assert json.loads((output / "results.json").read_text()) == rows
+
+
+def test_a_row_that_starts_from_another_row_trains_that_row_first(ptb_table, tiny_ptb, tmp_path, monkeypatch):
+    output = tmp_path / "table"
+    args = ["--rows", "6_from_lm", "--epochs", "1", "--iw-samples", "2", "--output-dir", str(output)]
+    run_script(ptb_table, monkeypatch, *args, "--data-dir", str(tiny_ptb), "--no-progress")
+    lm, vae = output / "6_lm", output / "6_from_lm"
+    assert (lm / "model.safetensors").is_file() and not (lm / "table_row.json").exists()  # trained, not a row
+    assert json.loads((vae / "train_config.json").read_text())["init_decoder_from"] == str(lm)
+    assert (vae / "tokenizer.json").read_text() == (lm / "tokenizer.json").read_text()
+    assert [row["row"] for row in json.loads((output / "results.json").read_text())] == ["6_from_lm"]

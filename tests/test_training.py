@@ -59,6 +59,7 @@ def test_constant_schedule():
         (dict(free_bits=-1.0), "free_bits"),
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(device="tpu"), "device"),
+        (dict(init_decoder_from="runs/lm", pretrain_epochs=1), "init_decoder_from and pretrain_epochs"),
     ],
 )
 def test_bad_option_values_are_named(bad, name):
@@ -190,3 +191,44 @@ def test_pretraining_run_resumes_exactly(tmp_path, corpus_file):
 def test_pretrain_epochs_must_leave_room_for_the_vae():
     with pytest.raises(ValueError, match="pretrain_epochs"):
         TrainConfig(epochs=2, pretrain_epochs=2)
+
+
+def test_vae_starts_from_a_trained_language_model(tmp_path, corpus_file):
+    lm_options = {**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "latent_dim": 0}, "epochs": 1}
+    lm = train(TrainConfig(data=str(corpus_file), **lm_options), output_dir=tmp_path / "lm")
+    # A learning rate of 1e-9 leaves the starting weights in place (Adam moves each by about lr a step).
+    options = {**TINY_TRAIN, "epochs": 1, "learning_rate": 1e-9}
+    vae = train(
+        TrainConfig(data=str(corpus_file), init_decoder_from=str(lm), **options), output_dir=tmp_path / "vae"
+    )
+    assert (vae / "tokenizer.json").read_text() == (lm / "tokenizer.json").read_text()
+    assert json.loads((vae / "train_config.json").read_text())["init_decoder_from"] == str(lm)
+    lm_weights, vae_weights = weights(lm), weights(vae)
+    embedding_size = TINY_TRAIN["model"]["embedding_size"]
+    for name, value in vae_weights.items():
+        if name.startswith("decoder.latent_to_"):
+            assert float(value.abs().max()) < 1e-6
+        elif name == "decoder.rnn.weight_ih_l0":  # word columns from the LM, then z columns from zero
+            torch.testing.assert_close(value[:, :embedding_size], lm_weights[name], atol=1e-6, rtol=0)
+            assert float(value[:, embedding_size:].abs().max()) < 1e-6
+        elif name.startswith("decoder."):
+            torch.testing.assert_close(value, lm_weights[name], atol=1e-6, rtol=0)
+    assert any(name.startswith("encoder.") for name in vae_weights)
+
+
+def test_missing_or_mismatched_source_model_leaves_the_output_folder_alone(tmp_path, corpus_file):
+    config = TrainConfig(data=str(corpus_file), init_decoder_from=str(tmp_path / "nowhere"), **TINY_TRAIN)
+    with pytest.raises(ValueError, match="model folder not found"):
+        train(config, output_dir=tmp_path / "run")
+    wide = train(
+        TrainConfig(
+            data=str(corpus_file),
+            **{**TINY_TRAIN, "epochs": 1, "model": {"hidden_size": 32, "latent_dim": 0}},
+        ),
+        output_dir=tmp_path / "wide",
+    )
+    with pytest.raises(ValueError, match="decoders do not match"):
+        train(
+            TrainConfig(**{**config.to_dict(), "init_decoder_from": str(wide)}), output_dir=tmp_path / "run"
+        )
+    assert not (tmp_path / "run").exists()

@@ -266,6 +266,49 @@ class TextVAEModel(PreTrainedModel):
             logits=logits,
         )
 
+    @torch.no_grad()
+    def init_decoder_from(self, source: TextVAEModel) -> None:
+        """Copy the decoder of a trained model (usually a language model, `latent_dim` 0) into this one.
+
+        Every decoder weight of `source` is copied; the weights that read `z` (the `latent_to_*` layers
+        and the `z` columns of a recurrent decoder's first input weights) start at zero. A recurrent
+        decoder, or a transformer decoder without `z_to_memory`, then predicts exactly what `source`
+        does whatever `z` is, and VAE training starts from the language model instead of from scratch.
+        Raises `ValueError` when the two decoders differ in anything but their `z` inputs.
+        """
+        if "hf" in (self.config.decoder_type, source.config.decoder_type):
+            raise ValueError("init_decoder_from is for textvae's own decoders, not a pretrained (hf) one")
+        if source.config.decoder_type != self.config.decoder_type:
+            raise ValueError(
+                f"cannot initialise a {self.config.decoder_type} decoder from a "
+                f"{source.config.decoder_type} decoder"
+            )
+        if source.config.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"vocabularies differ: {source.config.vocab_size} tokens in the source, {self.config.vocab_size} here"
+            )
+        source_weights = source.decoder.state_dict()
+        latent_dim = self.config.latent_dim
+        for name, target in self.decoder.state_dict().items():
+            weight = source_weights.get(name)
+            if weight is not None and weight.shape == target.shape:
+                target.copy_(weight)
+            elif weight is None and name.startswith("latent_to_"):
+                target.zero_()  # reads z: nothing to copy from a language model
+            elif (
+                weight is not None
+                and weight.dim() == target.dim() == 2
+                and weight.size(0) == target.size(0)
+                and target.size(1) - weight.size(1) == latent_dim > 0
+            ):
+                target[:, : weight.size(1)] = weight  # input columns of the embedding, then of z
+                target[:, weight.size(1) :] = 0.0
+            else:
+                found = "missing" if weight is None else tuple(weight.shape)
+                raise ValueError(
+                    f"decoders do not match: {name} is {tuple(target.shape)} here but {found} in the source"
+                )
+
 
 AutoConfig.register(TextVAEConfig.model_type, TextVAEConfig)
 AutoModel.register(TextVAEConfig, TextVAEModel)

@@ -409,9 +409,16 @@ def train(
             raise ValueError("give a training config and an output folder, or a run to resume")
         run_dir = Path(output_dir)
         torch.manual_seed(config.seed)
-        data = prepare_data(config)  # before touching the folder: bad data must not cost a user's files
-        prepare_run_dir(run_dir, overwrite)
+        source, tokenizer = None, None
+        if config.init_decoder_from is not None:
+            source, tokenizer, _ = ckpt.load_run(config.init_decoder_from)
+        # Before touching the folder: bad data or a bad source model must not cost a user's files.
+        data = prepare_data(config, tokenizer)
         model = build_model(config, data.tokenizer)
+        if source is not None:
+            model.init_decoder_from(source)
+            logger.info("decoder initialised from %s", config.init_decoder_from)
+        prepare_run_dir(run_dir, overwrite)
     # max_steps is a stop condition for this invocation, not a hyperparameter: a resumed run runs on.
     dataclasses.replace(config, max_steps=None).save(run_dir / ckpt.TRAIN_CONFIG_NAME)
     trainer = Trainer(config, run_dir, model, data)

@@ -92,6 +92,11 @@ class TrainConfig:
         "train the first N epochs as an autoencoder (KL weight 0), then re-initialise the decoder and train "
         "the VAE (Li et al. 2019); the KL schedule starts when the VAE does",
     )
+    init_decoder_from: str | None = _option(
+        None,
+        "a trained textvae model folder (usually a language model of the same decoder size) whose decoder "
+        "and tokenizer this run starts from; the weights that read z start at zero",
+    )
     word_dropout: float = _option(
         0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
     )
@@ -153,6 +158,8 @@ class TrainConfig:
             raise ValueError(
                 f"pretrain_epochs ({self.pretrain_epochs}) must be smaller than epochs ({self.epochs})"
             )
+        if self.init_decoder_from is not None and self.pretrain_epochs:
+            raise ValueError("init_decoder_from and pretrain_epochs conflict: pretraining resets the decoder")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         for name in ("word_dropout", "validation_fraction", "kl_cycle_ratio", "lr_decay"):
