@@ -109,6 +109,11 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
         train(None, resume=run_dir, overrides=overrides)
         return
     values = read_config_file(path)
+    source = values.get("init_decoder_from")
+    if source is not None and (ROW_DIR / f"{source}.yaml").is_file():
+        # A row named as the source means that row's run in this table, trained first when it is not yet.
+        train_row(ROW_DIR / f"{source}.yaml", args.output_dir / source, args)
+        values["init_decoder_from"] = str(args.output_dir / source)
     if args.epochs is not None:
         values.update(scale_budget(values, args.epochs))
     config = TrainConfig.from_dict({**values, **overrides})
