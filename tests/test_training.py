@@ -232,3 +232,22 @@ def test_missing_or_mismatched_source_model_leaves_the_output_folder_alone(tmp_p
             TrainConfig(**{**config.to_dict(), "init_decoder_from": str(wide)}), output_dir=tmp_path / "run"
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, monkeypatch):
+    from textvae import training
+
+    ticks = iter(range(0, 10_000, 10))  # a clock that moves 10 s each time it is read
+    monkeypatch.setattr(training, "_clock", lambda: float(next(ticks)))
+    config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 1})
+    whole = train(config, output_dir=tmp_path / "whole")
+    assert json.loads((whole / "history.json").read_text())[0]["seconds"] == 10.0  # read at start and end
+    stopped = train(TrainConfig(**{**config.to_dict(), "max_steps": 2}), output_dir=tmp_path / "split")
+    state = json.loads((checkpoint_folders(stopped)[-1] / "trainer_state.json").read_text())
+    assert state["batch_in_epoch"] == 2 and state["epoch_seconds"] == 10.0
+    resumed = train(None, resume=stopped)
+    # 10 s before the stop and 10 s after it: the epoch took 20 s in all, not the 10 s after the resume.
+    assert json.loads((resumed / "history.json").read_text())[0]["seconds"] == 20.0
+    assert (
+        json.loads((checkpoint_folders(resumed)[-1] / "trainer_state.json").read_text())["epoch_seconds"] == 0
+    )

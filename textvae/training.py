@@ -27,6 +27,7 @@ from .tokenization import train_tokenizer
 from .training_config import TrainConfig, kl_weight
 
 logger = logging.getLogger(__name__)
+_clock = time.monotonic  # epoch wall time; a test may replace it
 
 
 @dataclass
@@ -181,7 +182,9 @@ class Trainer:
             "epochs_without_improvement": 0,
             "history": [],
             "finished": False,
+            "epoch_seconds": 0.0,  # time spent in the current epoch up to its last mid-epoch checkpoint
         }
+        self._epoch_started = 0.0
         encoder_tokenizer = data.encoder_tokenizer
         self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
 
@@ -343,6 +346,7 @@ class Trainer:
             self.scheduler.step(metrics["neg_elbo"])
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
+        state["epoch_seconds"] = 0.0
         if config.pretrain_epochs and state["epoch"] == config.pretrain_epochs:
             self._start_vae_phase()
             state["best_neg_elbo"], state["epochs_without_improvement"] = None, 0
@@ -350,6 +354,8 @@ class Trainer:
         return bool(patience) and state["epochs_without_improvement"] >= patience
 
     def _checkpoint(self) -> None:
+        if self.state["batch_in_epoch"]:
+            self.state["epoch_seconds"] = _clock() - self._epoch_started
         ckpt.save_checkpoint(
             self.run_dir, self.model, self.optimizer, self.scheduler, self.state, self.config.keep_checkpoints
         )
@@ -358,10 +364,11 @@ class Trainer:
         """Train to the last epoch, early stop, or max_steps; return the validation history."""
         state = self.state
         while state["epoch"] < self.config.epochs and not state["finished"]:
-            started = time.time()
+            # A resumed epoch counts the time it ran before the checkpoint it resumed from.
+            self._epoch_started = _clock() - state.get("epoch_seconds", 0.0)
             if not self._run_epoch():
                 return state["history"]
-            if self._end_epoch(time.time() - started):
+            if self._end_epoch(_clock() - self._epoch_started):
                 logger.info(
                     "early stopping: no better valid -ELBO for %d epochs", self.config.early_stopping_patience
                 )
