@@ -125,10 +125,13 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, corpu
 
 
 def test_language_model_trains(tmp_path, corpus_file):
-    options = {**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "latent_dim": 0}, "epochs": 1}
+    options = {**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "latent_dim": 0}, "epochs": 1, "log_steps": 1}
     run = train(TrainConfig(data=str(corpus_file), **options), output_dir=tmp_path / "lm")
     record = json.loads((run / "history.json").read_text())[0]
     assert record["kl"] == 0.0 and "au" not in record
+    # No KL term, so no KL weight: the log does not show a schedule that has no effect.
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kl_weight"] for r in records if r["split"] == "train"} == {0.0}
 
 
 def test_existing_folder_is_never_overwritten_silently(tmp_path, corpus_file):

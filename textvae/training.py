@@ -238,9 +238,10 @@ class Trainer:
         self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
 
     def _kl_weight(self) -> float:
-        """0 while pretraining the autoencoder; then the schedule, counted from the VAE's first step."""
+        """0 while pretraining the autoencoder (and always for a language model, which has no KL term);
+        then the schedule, counted from the VAE's first step."""
         step = self.state["step"] - self.pretrain_steps
-        if step < 0:
+        if step < 0 or not self.model.config.has_latent:
             return 0.0
         return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
 
