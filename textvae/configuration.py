@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-ENCODER_TYPES = ("lstm", "gru", "transformer", "hf")
-DECODER_TYPES = ("lstm", "gru", "transformer", "hf")
+RNN_TYPES = ("lstm", "gru")
+ENCODER_TYPES = (*RNN_TYPES, "transformer", "hf")
+DECODER_TYPES = (*RNN_TYPES, "transformer", "hf")
 POOLING_TYPES = ("mean", "summary")
 POSITION_TYPES = ("learned", "sinusoidal")
 
@@ -152,7 +153,7 @@ class TextVAEConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.encoder_hidden_size is not None and self.encoder_type not in ("lstm", "gru"):
+        if self.encoder_hidden_size is not None and self.encoder_type not in RNN_TYPES:
             raise ValueError(f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
             raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration import TextVAEConfig
+from .configuration import RNN_TYPES, TextVAEConfig
 
 
 @dataclass
@@ -83,7 +83,7 @@ class FixedScaleBatchNorm(nn.Module):
 
 def build_encoder(config: TextVAEConfig) -> nn.Module:
     """The encoder module named by `config.encoder_type`."""
-    if config.encoder_type in ("lstm", "gru"):
+    if config.encoder_type in RNN_TYPES:
         from .recurrent import RecurrentEncoder
 
         return RecurrentEncoder(config)
@@ -98,7 +98,7 @@ def build_encoder(config: TextVAEConfig) -> nn.Module:
 
 def build_decoder(config: TextVAEConfig) -> nn.Module:
     """The decoder module named by `config.decoder_type`."""
-    if config.decoder_type in ("lstm", "gru"):
+    if config.decoder_type in RNN_TYPES:
         from .recurrent import RecurrentDecoder
 
         return RecurrentDecoder(config)
