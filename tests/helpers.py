@@ -23,6 +23,17 @@ def make_sentences(count: int, seed: int = 0) -> list[str]:
     return sentences
 
 
+# Tiny transformer options and no dropout, for the tests that build transformer or backbone models.
+TINY_TRANSFORMER = dict(
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+    decoder_input_dropout=0.0,
+    decoder_output_dropout=0.0,
+    transformer_dropout=0.0,
+)
+
+
 def tiny_config(**overrides) -> TextVAEConfig:
     options = dict(
         vocab_size=20,

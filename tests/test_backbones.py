@@ -30,6 +30,8 @@ from textvae.backbones import (
 from textvae.generation import beam_search, generate
 from textvae.pipeline import TextVAEPipeline
 
+from .helpers import TINY_TRANSFORMER
+
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "the bird flew over the house", "we like apples"]
 ARCHITECTURES = ("lstm", "gru", "transformer", "hf")
 PAIRS = [pair for pair in itertools.product(ARCHITECTURES, ARCHITECTURES) if "hf" in pair]
@@ -123,13 +125,8 @@ def config_kwargs(encoder_type: str, decoder_type: str, backbones: dict, **overr
         latent_dim=LATENT_DIM,
         encoder_type=encoder_type,
         decoder_type=decoder_type,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        decoder_input_dropout=0.0,
-        decoder_output_dropout=0.0,
-        transformer_dropout=0.0,
         encoder_pooling="summary",
+        **TINY_TRANSFORMER,
     )
     if encoder_type == "hf":
         kwargs["encoder_name_or_path"] = backbones["bert"]

@@ -18,6 +18,8 @@ from textvae import TextVAEConfig, TextVAEModel
 from textvae.generation import beam_search, generate
 from textvae.transformer import KeyValueCache, TransformerDecoder, sinusoidal_positions
 
+from .helpers import TINY_TRANSFORMER
+
 ARCHITECTURES = ("lstm", "gru", "transformer")
 PAIRS = list(itertools.product(ARCHITECTURES, ARCHITECTURES))
 BATCH_SIZES = (1, 3)
@@ -38,12 +40,7 @@ def tiny_config(
         decoder_type=decoder_type,
         encoder_num_layers=2,
         decoder_num_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        decoder_input_dropout=0.0,
-        decoder_output_dropout=0.0,
-        transformer_dropout=0.0,
+        **TINY_TRANSFORMER,
     )
     values.update(overrides)
     return TextVAEConfig(**values)
