@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -115,7 +116,13 @@ def test_help_documents_every_command(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
-        assert "usage: textvae " + command in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "usage: textvae " + command in out
+        # Each option states its default once, the fields that describe theirs ("no limit") included.
+        options = re.split(r"\n  (?=-)", out)
+        assert all(option.count("(default:") <= 1 for option in options), command
+        if command == "train":
+            assert any("--max-length" in option and "(default: no limit)" in option for option in options)
 
 
 def bad_inputs(tmp_path, run, corpus_file):
@@ -203,7 +210,7 @@ def test_bad_inputs_give_one_line_and_a_nonzero_exit(tmp_path, capsys, trained_r
         lines = [line for line in err.splitlines() if line.strip()]
         assert code != 0, name
         assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err}"
-        assert __import__("re").search(message, lines[0]), f"{name}: {lines[0]}"
+        assert re.search(message, lines[0]), f"{name}: {lines[0]}"
 
 
 def test_encode_never_overwrites_without_force(tmp_path, capsys, trained_run):

@@ -44,12 +44,14 @@ def _flag(name: str) -> str:
 def _add_typed_option(group, name: str, annotation, default, help: str) -> None:
     """One flag for a config field, typed from its annotation; unset flags stay absent (SUPPRESS)."""
     text = str(annotation)
+    if "(default:" not in help:  # some fields say what their default means ("no limit") themselves
+        help = f"{help} (default: {default})"
     if "bool" in text:
         group.add_argument(
             _flag(name),
             action=argparse.BooleanOptionalAction,
             default=argparse.SUPPRESS,
-            help=f"{help} (default: {default})",
+            help=help,
         )
         return
     kind = int if "int" in text else float if "float" in text else str
@@ -58,7 +60,7 @@ def _add_typed_option(group, name: str, annotation, default, help: str) -> None:
         type=kind,
         default=argparse.SUPPRESS,
         metavar=kind.__name__.upper(),
-        help=f"{help} (default: {default})",
+        help=help,
     )
 
 
