@@ -188,7 +188,7 @@ def bad_inputs(tmp_path, run, corpus_file):
         "blank interpolation end": (["interpolate", run, "the cat", "  "], "empty"),
         "not a model": (["sample", not_a_model], "not a textvae model folder"),
         "missing model": (["sample", tmp_path / "nowhere"], "not found"),
-        "corrupt weights": (["sample", corrupt], "cannot load the weights"),
+        "corrupt weights": (["sample", corrupt], "model.safetensors is corrupt or cut short"),
         "tokenizer of another model": (["sample", mismatched], "does not belong to this model"),
         "zero samples": (["sample", run, "-n", "0"], "positive integer"),
         "negative samples": (["sample", run, "-n", "-2"], "positive integer"),

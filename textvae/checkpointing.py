@@ -21,26 +21,35 @@ from transformers.utils import logging as transformers_logging
 
 from .configuration import TextVAEConfig
 from .modeling import TextVAEModel
+from .run_files import (  # noqa: F401  (the names of a run folder's files, re-exported)
+    CHECKPOINT_PREFIX,
+    CONFIG_NAME,
+    ENCODER_TOKENIZER_DIR,
+    HISTORY_NAME,
+    METRICS_NAME,
+    OPTIMIZER_NAME,
+    TEMPORARY_PREFIX,
+    TOKENIZER_NAME,
+    TRAIN_CONFIG_NAME,
+    TRAINER_STATE_NAME,
+    WEIGHTS_NAME,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
 from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-TOKENIZER_NAME = "tokenizer.json"
-ENCODER_TOKENIZER_DIR = "encoder_tokenizer"
-TRAIN_CONFIG_NAME = "train_config.json"
-HISTORY_NAME = "history.json"
-METRICS_NAME = "metrics.jsonl"
-TRAINER_STATE_NAME = "trainer_state.json"
-OPTIMIZER_NAME = "optimizer.pt"
-CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_TEMPORARY_PREFIX = f"{TEMPORARY_PREFIX}{CHECKPOINT_PREFIX}"
+# Seconds to pause inside every checkpoint write: a hook for the crash tests, never set in normal use.
+CHECKPOINT_PAUSE_ENV = "TEXTVAE_CHECKPOINT_PAUSE"
 
 
 def write_atomically(folder: Path, writer: Callable[[Path], None]) -> None:
     """Let `writer` fill a temporary folder, then move each file it wrote into `folder` by rename."""
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}model-", dir=folder))
     try:
         writer(staging)
         for path in sorted(staging.rglob("*")):
@@ -51,13 +60,6 @@ def write_atomically(folder: Path, writer: Callable[[Path], None]) -> None:
                 os.replace(path, target)  # atomic on one file system
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_json(path: Path, value) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    write_atomically(
-        path.parent, lambda staging: (staging / path.name).write_text(json.dumps(value, indent=2) + "\n")
-    )
 
 
 def save_model(folder: Path, model: TextVAEModel, tokenizer=None, encoder_tokenizer=None) -> None:
@@ -101,19 +103,65 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> TextVA
         raise ValueError(f"{config_path} is not valid JSON") from None
     if raw.get("model_type") != TextVAEConfig.model_type:
         raise ValueError(f"{folder} is not a textvae model (model_type {raw.get('model_type')!r})")
+    config = _load_config(folder)
+    _check_weight_shapes(folder, config)
     try:
         with _quiet_transformers():
             model, info = TextVAEModel.from_pretrained(folder, output_loading_info=True)
     except ValueError as error:
         raise ValueError(f"cannot load {folder}: {str(error).splitlines()[0]}") from None
-    except Exception as error:  # corrupt safetensors, shape mismatches: many exception types
+    except Exception as error:  # corrupt safetensors and the like: many exception types
         raise ValueError(
             f"cannot load the weights in {folder} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from None
     problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
     if problems or info.get("error_msgs"):
         raise ValueError(f"the weights in {folder} do not match its config: {problems or info['error_msgs']}")
+    _own_memory(model)
     return model.to(device).eval()
+
+
+def _load_config(folder: Path) -> TextVAEConfig:
+    try:
+        with _quiet_transformers():
+            return TextVAEConfig.from_pretrained(folder)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} is not a valid textvae config: {str(error).splitlines()[0]}"
+        ) from None
+
+
+def _check_weight_shapes(folder: Path, config: TextVAEConfig) -> None:
+    """`ValueError` naming the first tensor of model.safetensors whose shape differs from what config.json
+    builds (say, after an edited vocab_size), before transformers tries to load it."""
+    from safetensors import safe_open
+
+    path = folder / WEIGHTS_NAME
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+    except Exception as error:  # a truncated or garbled file: safetensors raises its own error types
+        raise ValueError(f"{path} is corrupt or cut short ({str(error).splitlines()[0]})") from None
+    with torch.device("meta"), _quiet_transformers():
+        expected = {name: tuple(tensor.shape) for name, tensor in TextVAEModel(config).state_dict().items()}
+    for name, shape in saved.items():
+        if name in expected and expected[name] != shape:
+            raise ValueError(
+                f"the weights in {folder} do not match its {CONFIG_NAME}: {name} has shape {shape} in "
+                f"{WEIGHTS_NAME} but the config builds {expected[name]}"
+            )
+
+
+def _own_memory(model: torch.nn.Module) -> None:
+    """Give every parameter and buffer freshly allocated memory.
+
+    Loaded tensors can live inside a memory-mapped safetensors file at offsets with no particular
+    alignment, while fresh ones are 64-byte aligned; CPU kernels take different vectorised paths for the
+    two (with different rounding), which made a resumed run drift about 1e-5 from an uninterrupted one.
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
 
 
 def load_run(folder: str | Path, device: str | torch.device = "cpu"):
@@ -167,10 +215,19 @@ def checkpoint_folders(run_dir: Path) -> list[Path]:
     return sorted(folders, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX) :]))
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, keep: int) -> Path:
-    """Write `checkpoint-<step>/` (weights, optimiser, scheduler, RNG, trainer state) under a temporary name."""
+def save_checkpoint(
+    run_dir: Path, model, optimizer, scheduler, state: dict, keep: int, extra_state=None
+) -> Path:
+    """Write `checkpoint-<step>/` (weights, optimiser, scheduler, RNG, trainer state) under a temporary name.
+
+    The folder is filled under a temporary name and renamed into place, so a kill leaves either the
+    complete checkpoint or a temporary that the next checkpoint (or a resume) removes.
+    `extra_state`: further tensors and numbers a resume needs (the KL controller's), saved with the
+    optimiser state.
+    """
     final = run_dir / f"{CHECKPOINT_PREFIX}{state['step']}"
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-checkpoint-", dir=run_dir))
+    remove_stale_temporaries(run_dir, CHECKPOINT_TEMPORARY_PREFIX)
+    staging = Path(tempfile.mkdtemp(prefix=CHECKPOINT_TEMPORARY_PREFIX, dir=run_dir))
     try:
         with _quiet_transformers():
             model.save_pretrained(staging)
@@ -182,10 +239,12 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, kee
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
                 "rng": rng,
+                "extra": extra_state,
             },
             staging / OPTIMIZER_NAME,
         )
-        (staging / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
+        _pause_for_crash_tests()
+        (staging / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2, allow_nan=False) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -196,19 +255,36 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, kee
     return final
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimiser, scheduler and RNG from a checkpoint; return its trainer state."""
+def _pause_for_crash_tests() -> None:
+    """Sleep `$TEXTVAE_CHECKPOINT_PAUSE` seconds in the middle of a checkpoint write (weights and optimiser
+    written, not yet renamed), so that a crash test can kill the process exactly there."""
+    pause = os.environ.get(CHECKPOINT_PAUSE_ENV)
+    if pause:
+        import time
+
+        time.sleep(float(pause))
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, object]:
+    """Restore weights, optimiser, scheduler and RNG from a checkpoint; return its trainer state and the
+    `extra_state` it was saved with."""
+    state = read_json(folder / TRAINER_STATE_NAME)
+    saved = load_model(folder, device=next(model.parameters()).device)
     try:
-        saved = load_model(folder, device=next(model.parameters()).device)
         model.load_state_dict(saved.state_dict())
         extra = torch.load(folder / OPTIMIZER_NAME, weights_only=True, map_location="cpu")
         optimizer.load_state_dict(extra["optimizer"])
         if scheduler is not None and extra["scheduler"] is not None:
             scheduler.load_state_dict(extra["scheduler"])
-        state = json.loads((folder / TRAINER_STATE_NAME).read_text())
-    except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as error:
-        raise ValueError(f"checkpoint {folder} is corrupt or does not fit this run: {error}") from None
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"checkpoint {folder} is corrupt or does not fit this run: {reason}") from None
+    # Optimiser state read back from the file gets memory of its own, as the weights do (see _own_memory).
+    for parameter_state in optimizer.state.values():
+        for key, value in parameter_state.items():
+            if torch.is_tensor(value):
+                parameter_state[key] = value.clone(memory_format=torch.contiguous_format)
     torch.set_rng_state(extra["rng"]["cpu"])
     if "cuda" in extra["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
-    return state
+    return state, extra.get("extra")

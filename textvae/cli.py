@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import sys
 import typing
 from pathlib import Path
 
-from .configuration import CONFIG_HELP, TextVAEConfig
+from .architecture import ARCHITECTURE_OPTIONS
 from .training_config import TrainConfig, read_config_file
 
 logger = logging.getLogger("textvae")
@@ -87,14 +86,9 @@ def _add_train_parser(commands) -> None:
         if field.name != "model":
             _add_typed_option(training, field.name, hints[field.name], field.default, field.metadata["help"])
     model = parser.add_argument_group("model options (saved in the model's config.json)")
-    for name, parameter in inspect.signature(TextVAEConfig.__init__).parameters.items():
-        if name in CONFIG_HELP and name != "vocab_size":
-            annotation = (
-                parameter.annotation
-                if parameter.annotation is not inspect.Parameter.empty
-                else type(parameter.default)
-            )
-            _add_typed_option(model, name, annotation, parameter.default, CONFIG_HELP[name])
+    for name, option in ARCHITECTURE_OPTIONS.items():
+        if name != "vocab_size":  # the tokenizer sets it
+            _add_typed_option(model, name, option.type, option.default, option.help)
 
 
 def _add_sentence_input(parser, required: bool = True) -> None:
@@ -252,7 +246,7 @@ def _run_train(args) -> None:
     given = vars(args)
     train_names = {field.name for field in dataclasses.fields(TrainConfig)}
     values = {name: given[name] for name in train_names if name in given}
-    model_values = {name: given[name] for name in CONFIG_HELP if name in given}
+    model_values = {name: given[name] for name in ARCHITECTURE_OPTIONS if name in given}
     if args.resume:
         if model_values:
             raise ValueError(

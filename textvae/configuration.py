@@ -8,42 +8,13 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-RNN_TYPES = ("lstm", "gru")
-ENCODER_TYPES = (*RNN_TYPES, "transformer", "hf")
-DECODER_TYPES = (*RNN_TYPES, "transformer", "hf")
-POOLING_TYPES = ("mean", "summary")
-POSITION_TYPES = ("learned", "sinusoidal")
-
-# One line of help per architecture option; the CLI builds its `--flag`s from this table.
-CONFIG_HELP: dict[str, str] = {
-    "vocab_size": "size of the vocabulary (set from the tokenizer when training)",
-    "embedding_size": "size of the token embeddings",
-    "hidden_size": "size of the recurrent state / transformer width",
-    "encoder_hidden_size": "size of a recurrent encoder's state when it differs from the decoder's; "
-    "None: hidden_size",
-    "latent_dim": "size of the latent z; 0 gives the language model with no latent",
-    "encoder_type": f"encoder architecture, one of {', '.join(ENCODER_TYPES)}",
-    "decoder_type": f"decoder architecture, one of {', '.join(DECODER_TYPES)}",
-    "encoder_num_layers": "number of encoder layers",
-    "decoder_num_layers": "number of decoder layers",
-    "bidirectional_encoder": "run the recurrent encoder in both directions",
-    "encoder_pooling": "transformer encoder pooling to mu/logvar: mean or summary (a learned first token)",
-    "tie_embeddings": "tie the decoder's input embedding and output projection (Press & Wolf 2017)",
-    "decoder_input_dropout": "dropout on the decoder's input embeddings (He et al. 2019 use 0.5)",
-    "decoder_output_dropout": "dropout on the decoder's outputs before the vocabulary projection",
-    "z_to_initial_state": "condition the recurrent decoder on z through its initial state",
-    "z_to_inputs": "condition the decoder on z at every position (concatenated for RNNs, added for transformers)",
-    "z_to_memory": "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
-    "posterior_mean_batchnorm": "BN-VAE (Zhu et al. 2020): batch-normalise mu with this fixed scale gamma, which keeps "
-    "the expected KL above latent_dim * gamma^2 / 2; 0 disables",
-    "num_attention_heads": "attention heads of the transformer layers",
-    "intermediate_size": "feed-forward size of the transformer layers",
-    "max_position_embeddings": "longest sequence the transformer layers accept",
-    "position_embedding_type": f"transformer positions, one of {', '.join(POSITION_TYPES)}",
-    "transformer_dropout": "dropout on attention weights and residual branches of the transformer layers",
-    "encoder_name_or_path": "pretrained encoder (Hub id or folder) when encoder_type is hf",
-    "decoder_name_or_path": "pretrained causal language model (Hub id or folder) when decoder_type is hf",
-}
+from .architecture import (  # noqa: F401  (re-exported: the model modules read them from here)
+    DECODER_TYPES,
+    ENCODER_TYPES,
+    POOLING_TYPES,
+    POSITION_TYPES,
+    RNN_TYPES,
+)
 
 
 class TextVAEConfig(PretrainedConfig):

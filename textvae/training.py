@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,13 @@ from . import checkpointing as ckpt
 from .configuration import TextVAEConfig
 from .data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
 from .modeling import TextVAEModel, gaussian_kl
+from .run_files import (
+    append_record,
+    clear_run_folder,
+    read_records,
+    remove_stale_temporaries,
+    rewrite_records,
+)
 from .tokenization import train_tokenizer
 from .training_config import TrainConfig, kl_weight
 
@@ -185,25 +190,18 @@ class Trainer:
             "epoch_seconds": 0.0,  # time spent in the current epoch up to its last mid-epoch checkpoint
         }
         self._epoch_started = 0.0
+        self._last_save = None  # clock reading of the last checkpoint, for save_minutes
         encoder_tokenizer = data.encoder_tokenizer
         self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
 
     def resume_from(self, checkpoint: Path) -> None:
-        if (
-            0
-            < self.config.pretrain_epochs
-            <= json.loads((checkpoint / ckpt.TRAINER_STATE_NAME).read_text())["epoch"]
-        ):
+        if 0 < self.config.pretrain_epochs <= ckpt.read_json(checkpoint / ckpt.TRAINER_STATE_NAME)["epoch"]:
             self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
-        self.state = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        self.state, _ = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
         metrics = self.run_dir / ckpt.METRICS_NAME
         if metrics.is_file():  # drop lines written after the checkpoint: they will be written again
-            lines = [
-                line
-                for line in metrics.read_text().splitlines()
-                if line and json.loads(line).get("step", 0) <= self.state["step"]
-            ]
-            metrics.write_text("".join(line + "\n" for line in lines))
+            records = read_records(metrics)
+            rewrite_records(metrics, [r for r in records if r.get("step", 0) <= self.state["step"]])
         logger.info(
             "resumed from %s (step %d, epoch %d)",
             checkpoint.name,
@@ -217,8 +215,7 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _log(self, record: dict) -> None:
-        with open(self.run_dir / ckpt.METRICS_NAME, "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record) + "\n")
+        append_record(self.run_dir / ckpt.METRICS_NAME, record)
 
     def _start_vae_phase(self, reset_decoder: bool = True) -> None:
         """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
@@ -257,19 +254,35 @@ class Trainer:
                 word_dropout=config.word_dropout,
                 return_logits=False,
             )
+        loss = output.loss.item()
+        if not math.isfinite(loss):
+            raise self._diverged("training loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
+            if not math.isfinite(norm):  # checked before the update: the weights stay finite
+                raise self._diverged("gradient norm", norm)
         self.optimizer.step()
         if config.lr_scheduler == "cosine":
             self.scheduler.step()
         return {
-            "loss": output.loss.item(),
+            "loss": loss,
             "rec": output.rec_loss.mean().item(),
             "kl": output.kl.mean().item(),
             "kl_weight": weight,
         }
+
+    def _diverged(self, what: str, value: float) -> ValueError:
+        """The error that stops a run whose loss or gradients stopped being finite numbers.
+
+        Nothing is saved from that point on, so the best model and the checkpoints stay finite.
+        """
+        return ValueError(
+            f"training stopped at step {self.state['step'] + 1} (epoch {self.state['epoch'] + 1}): the "
+            f"{what} became {value}; the best model and the last checkpoint in {self.run_dir} are from before "
+            f"it. Lower --learning-rate, keep --max-grad-norm on, or check the data"
+        )
 
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False when max_steps stopped it early."""
@@ -309,7 +322,9 @@ class Trainer:
             if config.max_steps is not None and state["step"] >= config.max_steps:
                 self._checkpoint()
                 return False
-            if config.save_steps and state["step"] % config.save_steps == 0:
+            if (config.save_steps and state["step"] % config.save_steps == 0) or (
+                config.save_minutes and _clock() - self._last_save >= 60 * config.save_minutes
+            ):
                 self._checkpoint()
         return True
 
@@ -317,6 +332,9 @@ class Trainer:
         """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
         config, state = self.config, self.state
         metrics = validate(self.model, self.data.validation, config.batch_size, seed=config.seed)
+        for name in ("rec", "kl"):
+            if not math.isfinite(metrics[name]):
+                raise self._diverged(f"validation {name}", metrics[name])
         record = {
             "step": state["step"],
             "epoch": state["epoch"] + 1,
@@ -355,8 +373,9 @@ class Trainer:
         return bool(patience) and state["epochs_without_improvement"] >= patience
 
     def _checkpoint(self) -> None:
+        self._last_save = now = _clock()
         if self.state["batch_in_epoch"]:
-            self.state["epoch_seconds"] = _clock() - self._epoch_started
+            self.state["epoch_seconds"] = now - self._epoch_started
         ckpt.save_checkpoint(
             self.run_dir, self.model, self.optimizer, self.scheduler, self.state, self.config.keep_checkpoints
         )
@@ -366,7 +385,10 @@ class Trainer:
         state = self.state
         while state["epoch"] < self.config.epochs and not state["finished"]:
             # A resumed epoch counts the time it ran before the checkpoint it resumed from.
-            self._epoch_started = _clock() - state.get("epoch_seconds", 0.0)
+            now = _clock()
+            self._epoch_started = now - state.get("epoch_seconds", 0.0)
+            if self._last_save is None:
+                self._last_save = now
             if not self._run_epoch():
                 return state["history"]
             if self._end_epoch(_clock() - self._epoch_started):
@@ -380,16 +402,35 @@ class Trainer:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to train into a folder holding other files; `overwrite` only replaces an earlier run."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+    """Refuse to train into a folder holding other files; `overwrite` only replaces an earlier run, and only
+    removes what textvae wrote there (refusing, before removing anything, if anything else is there)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(
+            f"output folder {run_dir} is an existing file, not a folder: choose another --output-dir"
+        )
+    if run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
             raise ValueError(
                 f"output folder {run_dir} is not empty: choose another --output-dir, continue it with --resume, or replace it with --overwrite"
             )
-        if not (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file():
-            raise ValueError(f"refusing to overwrite {run_dir}: it is not a textvae run folder")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        clear_run_folder(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a parent that is a file, no permission, a full disk
+        raise ValueError(f"cannot create the output folder {run_dir}: {error.strerror or error}") from None
+
+
+def _checkpoints_to_resume(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, or `ValueError` saying what to do when there is none."""
+    if not run_dir.is_dir():
+        raise ValueError(f"nothing to resume: {run_dir} is not a run folder")
+    checkpoints = ckpt.checkpoint_folders(run_dir)
+    if not checkpoints:
+        raise ValueError(
+            f"nothing to resume in {run_dir}: no checkpoint-<step>/ folder (training stopped before its first "
+            f"checkpoint); start it again with --overwrite, or train into a new --output-dir"
+        )
+    return checkpoints
 
 
 def train(
@@ -405,11 +446,21 @@ def train(
     """
     if resume is not None:
         run_dir = Path(resume)
-        checkpoints = ckpt.checkpoint_folders(run_dir) if run_dir.is_dir() else []
-        if not checkpoints:
-            raise ValueError(f"nothing to resume in {run_dir}: no checkpoint-<step>/ folder")
-        saved = ckpt.TRAIN_CONFIG_NAME
-        config = TrainConfig.from_dict({**json.loads((run_dir / saved).read_text()), **(overrides or {})})
+        checkpoints = _checkpoints_to_resume(run_dir)
+        remove_stale_temporaries(run_dir)  # no writer is running: whatever is half-written was cut short
+        saved = ckpt.read_json(run_dir / ckpt.TRAIN_CONFIG_NAME)
+        config = TrainConfig.from_dict({**saved, **(overrides or {})})
+        last = ckpt.read_json(checkpoints[-1] / ckpt.TRAINER_STATE_NAME)
+        if last.get("finished") and (last["epoch"] >= config.epochs or config.epochs <= saved["epochs"]):
+            how = (
+                f"early stopping ended it after epoch {last['epoch']}"
+                if last["epoch"] < saved["epochs"]
+                else f"it trained {last['epoch']} epochs"
+            )
+            raise ValueError(
+                f"run {run_dir} is complete ({how}); to train longer, resume it with --epochs N for an N above "
+                f"{max(last['epoch'], saved['epochs'])}"
+            )
         model, tokenizer, encoder_tokenizer = ckpt.load_run(run_dir)
         data = prepare_data(config, tokenizer, encoder_tokenizer)
     else:

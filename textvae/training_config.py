@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from .architecture import ARCHITECTURE_OPTIONS
+from .run_files import write_text_atomically
+
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULERS = ("plateau", "cosine", "constant")
@@ -104,8 +107,11 @@ class TrainConfig:
     early_stopping_patience: int = _option(
         5, "stop after this many epochs without a better valid -ELBO (0 disables)"
     )
-    save_steps: int = _option(
-        0, "also write a checkpoint every this many steps (0: at the end of each epoch only)"
+    save_steps: int = _option(0, "also write a checkpoint every this many steps (0: off; see save_minutes)")
+    save_minutes: float = _option(
+        5.0,
+        "also write a checkpoint once this many minutes of training have passed since the last one, so a "
+        "stop costs minutes, not an epoch (0: off)",
     )
     keep_checkpoints: int = _option(1, "how many checkpoint-<step>/ folders to keep")
     log_steps: int = _option(50, "write training metrics every this many steps")
@@ -118,7 +124,13 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first option whose value is out of range."""
+        """Raise `ValueError` naming the first option whose value has the wrong type or is out of range."""
+        for option in dataclasses.fields(self):
+            value = check_type(option.name, getattr(self, option.name), option.type)
+            setattr(self, option.name, value)
+        for name, value in self.model.items():
+            if name in ARCHITECTURE_OPTIONS:
+                self.model[name] = check_type(name, value, ARCHITECTURE_OPTIONS[name].type)
         choices = {
             "kl_schedule": KL_SCHEDULES,
             "optimizer": OPTIMIZERS,
@@ -149,6 +161,7 @@ class TrainConfig:
             "early_stopping_patience",
             "pretrain_epochs",
             "save_steps",
+            "save_minutes",
             "lr_patience",
         )
         for name in non_negative:
@@ -185,7 +198,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        """Write the options as JSON, atomically (a stop never leaves half a file)."""
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -200,6 +214,35 @@ class TrainConfig:
     def from_file(cls, path: str | Path) -> TrainConfig:
         """Load a `.yaml` / `.yml` / `.json` config file."""
         return cls.from_dict(read_config_file(path))
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def check_type(name: str, value: Any, annotation: str) -> Any:
+    """`value` checked against a field's annotation (`"int"`, `"float | None"`, `"dict[str, Any]"`, ...).
+
+    Config files and Python callers can pass anything: `epochs: "three"`, `beta: .nan`. Returns the value
+    (an int where a float is expected becomes a float); `ValueError` naming the option otherwise.
+    """
+    kinds = [part.strip() for part in str(annotation).split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ValueError(f"{name} must be set, got null")
+    kind = kinds[0]
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        return float(value)
+    expected = {"int": int, "str": str, "bool": bool}.get(kind, dict if kind.startswith("dict") else None)
+    if expected is None:
+        return value
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"{name} must be {_TYPE_NAMES.get(kind, 'a mapping')}, got {value!r}")
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""The architecture options of a text VAE as one table (type, default, help), importable without torch.
+
+`TextVAEConfig` takes these options (and a test checks that its signature agrees with this table); the
+command line builds its model flags from the table, and training options are type-checked against it
+before anything heavy (torch, transformers) is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RNN_TYPES = ("lstm", "gru")
+ENCODER_TYPES = (*RNN_TYPES, "transformer", "hf")
+DECODER_TYPES = (*RNN_TYPES, "transformer", "hf")
+POOLING_TYPES = ("mean", "summary")
+POSITION_TYPES = ("learned", "sinusoidal")
+
+
+@dataclass(frozen=True)
+class ArchitectureOption:
+    """One architecture option: its type as written in `TextVAEConfig.__init__`, default and help."""
+
+    type: str
+    default: Any
+    help: str
+
+
+# The options a user sets (the command line has one flag each, vocab_size aside: the tokenizer sets it).
+ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
+    "vocab_size": ArchitectureOption(
+        "int", 10002, "size of the vocabulary (set from the tokenizer when training)"
+    ),
+    "embedding_size": ArchitectureOption("int", 256, "size of the token embeddings"),
+    "hidden_size": ArchitectureOption("int", 256, "size of the recurrent state / transformer width"),
+    "latent_dim": ArchitectureOption(
+        "int", 32, "size of the latent z; 0 gives the language model with no latent"
+    ),
+    "encoder_hidden_size": ArchitectureOption(
+        "int | None",
+        None,
+        "size of a recurrent encoder's state when it differs from the decoder's; None: hidden_size",
+    ),
+    "encoder_type": ArchitectureOption(
+        "str", "lstm", f"encoder architecture, one of {', '.join(ENCODER_TYPES)}"
+    ),
+    "decoder_type": ArchitectureOption(
+        "str", "lstm", f"decoder architecture, one of {', '.join(DECODER_TYPES)}"
+    ),
+    "encoder_num_layers": ArchitectureOption("int", 1, "number of encoder layers"),
+    "decoder_num_layers": ArchitectureOption("int", 1, "number of decoder layers"),
+    "bidirectional_encoder": ArchitectureOption(
+        "bool", False, "run the recurrent encoder in both directions"
+    ),
+    "encoder_pooling": ArchitectureOption(
+        "str", "mean", "transformer encoder pooling to mu/logvar: mean or summary (a learned first token)"
+    ),
+    "tie_embeddings": ArchitectureOption(
+        "bool", False, "tie the decoder's input embedding and output projection (Press & Wolf 2017)"
+    ),
+    "decoder_input_dropout": ArchitectureOption(
+        "float", 0.5, "dropout on the decoder's input embeddings (He et al. 2019 use 0.5)"
+    ),
+    "decoder_output_dropout": ArchitectureOption(
+        "float", 0.5, "dropout on the decoder's outputs before the vocabulary projection"
+    ),
+    "z_to_initial_state": ArchitectureOption(
+        "bool", True, "condition the recurrent decoder on z through its initial state"
+    ),
+    "z_to_inputs": ArchitectureOption(
+        "bool",
+        True,
+        "condition the decoder on z at every position (concatenated for RNNs, added for transformers)",
+    ),
+    "z_to_memory": ArchitectureOption(
+        "bool",
+        True,
+        "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
+    ),
+    "posterior_mean_batchnorm": ArchitectureOption(
+        "float",
+        0.0,
+        "BN-VAE (Zhu et al. 2020): batch-normalise mu with this fixed scale gamma, which keeps "
+        "the expected KL above latent_dim * gamma^2 / 2; 0 disables",
+    ),
+    "num_attention_heads": ArchitectureOption("int", 4, "attention heads of the transformer layers"),
+    "intermediate_size": ArchitectureOption("int", 1024, "feed-forward size of the transformer layers"),
+    "max_position_embeddings": ArchitectureOption(
+        "int", 256, "longest sequence the transformer layers accept"
+    ),
+    "position_embedding_type": ArchitectureOption(
+        "str", "learned", f"transformer positions, one of {', '.join(POSITION_TYPES)}"
+    ),
+    "transformer_dropout": ArchitectureOption(
+        "float", 0.1, "dropout on attention weights and residual branches of the transformer layers"
+    ),
+    "encoder_name_or_path": ArchitectureOption(
+        "str | None", None, "pretrained encoder (Hub id or folder) when encoder_type is hf"
+    ),
+    "decoder_name_or_path": ArchitectureOption(
+        "str | None", None, "pretrained causal language model (Hub id or folder) when decoder_type is hf"
+    ),
+}
