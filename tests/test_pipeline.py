@@ -74,3 +74,39 @@ def test_unseeded_sampling_leaves_the_global_rng_alone(pipeline):
     pipeline.sample(2)
     pipeline.reconstruct(["the cat sat"], strategy="sample")
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def has_repeated_word(sentence: str) -> bool:
+    words = sentence.split()
+    return len(words) != len(set(words))
+
+
+@pytest.mark.parametrize("strategy", ["sample", "greedy", "beam"])
+def test_no_repeat_ngram_reaches_every_strategy(pipeline, strategy):
+    plain = pipeline.sample(30, seed=0, strategy=strategy)
+    banned = pipeline.sample(30, seed=0, strategy=strategy, no_repeat_ngram_size=1)
+    assert any(has_repeated_word(s) for s in plain)  # a word-level vocabulary: a token is a word
+    assert not any(has_repeated_word(s) for s in banned)
+    sentences = ["the cat sat on the mat", "a big dog ran under the rug"]
+    assert not any(
+        has_repeated_word(s)
+        for s in pipeline.reconstruct(sentences, strategy=strategy, seed=0, no_repeat_ngram_size=1)
+    )
+
+
+def test_repetition_controls_off_change_nothing(pipeline):
+    off = dict(no_repeat_ngram_size=0, repetition_penalty=1.0)
+    sentences = ["the cat sat on the mat", "a big dog ran under the rug"]
+    assert pipeline.sample(6, seed=2, **off) == pipeline.sample(6, seed=2)
+    assert pipeline.reconstruct(sentences, **off) == pipeline.reconstruct(sentences)
+    assert pipeline.interpolate(*sentences, steps=4, **off) == pipeline.interpolate(*sentences, steps=4)
+    penalized = pipeline.interpolate(*sentences, steps=4, strategy="beam", repetition_penalty=1.5)
+    assert len(penalized) == 4
+
+
+@pytest.mark.parametrize("bad", [dict(no_repeat_ngram_size=-2), dict(repetition_penalty=0.0)])
+def test_bad_repetition_controls_are_named(pipeline, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        pipeline.sample(2, **bad)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        pipeline.decode(torch.zeros(1, 4), **bad)

@@ -1,10 +1,18 @@
-"""Tests of textvae.text_metrics: corpus BLEU, self-BLEU and distinct-n against hand computations."""
+"""Tests of textvae.text_metrics: corpus BLEU, self-BLEU, distinct-n, edit similarity and interpolation
+measures against hand computations."""
 
 from __future__ import annotations
 
 import pytest
 
-from textvae.text_metrics import corpus_bleu, distinct_n, self_bleu
+from textvae.text_metrics import (
+    corpus_bleu,
+    distinct_n,
+    interpolation_metrics,
+    self_bleu,
+    token_edit_distance,
+    token_similarity,
+)
 
 
 def test_bleu_is_100_on_identical_texts():
@@ -39,3 +47,90 @@ def test_self_bleu_hand_computed(samples, expected):
 )
 def test_distinct_n_hand_computed(samples, n, expected):
     assert distinct_n(samples, n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("", "", 0),
+        ("a b c", "", 3),
+        ("", "a b", 2),
+        ("a b c", "a b c", 0),
+        ("a b c", "a x c", 1),  # substitution
+        ("a b c", "a c", 1),  # deletion
+        ("a c", "a b c", 1),  # insertion
+        ("kitten sat", "sitting sat down", 2),  # tokens, not characters
+        ("a b c d", "b c d a", 2),
+        ("a b", "b a", 2),
+    ],
+)
+def test_token_edit_distance_hand_computed(a, b, expected):
+    assert token_edit_distance(a.split(), b.split()) == expected
+    assert token_edit_distance(b.split(), a.split()) == expected
+
+
+def test_token_similarity():
+    assert token_similarity("", "") == 1.0
+    assert token_similarity("the cat sat", "the cat sat") == 1.0
+    assert token_similarity("the cat sat", "the dog sat") == pytest.approx(2 / 3)
+    assert token_similarity("the cat", "the cat sat down") == pytest.approx(1 / 2)
+    assert token_similarity("a b", "c d e") == 0.0
+    assert token_similarity("a  b ", "a b") == 1.0  # whitespace tokens
+
+
+def edit_path(start: str, end: str) -> list[str]:
+    """start, then one token-level edit at a time (substitute, then insert or delete) until end."""
+    a, b = start.split(), end.split()
+    path, current = [start], list(a)
+    for i in range(max(len(a), len(b))):
+        if i < len(b):
+            current = current[:i] + [b[i]] + current[i + 1 :] if i < len(current) else current + [b[i]]
+        else:
+            current = current[: len(b)]
+        path.append(" ".join(current))
+    return path
+
+
+def test_a_straight_path_is_monotone_and_a_stuck_one_is_not_distinct():
+    starts = ["the cat sat on the mat", "a dog ran"]
+    ends = ["a big dog ran under my rug today", "the red cat sat on my mat"]  # no token shared
+    paths = [edit_path(s, e) for s, e in zip(starts, ends, strict=True)]
+    steps = len(paths[0])
+    paths[1] = paths[1][:steps] + [paths[1][-1]] * (steps - len(paths[1]))  # same S for both
+    assert all(path[0] == s and path[-1] == e for path, s, e in zip(paths, starts, ends, strict=True))
+    metrics = interpolation_metrics(paths, starts, ends)
+    assert metrics["interp_monotonicity"] == 1.0
+    assert metrics["interp_endpoint_bleu"] == pytest.approx(100.0)
+    assert metrics["num_paths"] == 2 and metrics["steps"] == steps
+
+    stuck = interpolation_metrics([[starts[0]] * 5], starts[:1], ends[:1])
+    assert stuck["interp_distinct"] == pytest.approx(1 / 5)
+    assert stuck["interp_monotonicity"] == 1.0  # nothing falls and nothing rises
+    assert stuck["interp_endpoint_bleu"] < 100.0  # the end never comes back
+
+
+def test_interpolation_metrics_by_hand():
+    start, end = "a b c d", "w x y z"  # four tokens: BLEU needs a 4-gram
+    # Similarity to the start 1, 3/4, 1, 1/4, 0; to the end 0, 1/4, 0, 3/4, 1: the second step goes back.
+    back = ["a b c d", "w b c d", "a b c d", "w x y d", "w x y z"]
+    jump = [start, start, end, end, end]  # monotone: ties count
+    metrics = interpolation_metrics([back, jump], [start, start], [end, end])
+    assert metrics["interp_monotonicity"] == pytest.approx(7 / 8)
+    assert metrics["interp_distinct"] == pytest.approx((4 / 5 + 2 / 5) / 2)
+    assert metrics["interp_endpoint_bleu"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("paths", "starts", "ends", "message"),
+    [
+        ([], [], [], "no interpolation paths"),
+        ([["a", "b"]], ["a", "c"], ["b"], "one start and one end"),
+        ([["a", "b"]], ["a"], [], "one start and one end"),
+        ([["a"]], ["a"], ["b"], "at least 2"),
+        ([["a", "b"], ["a", "b", "c"]], ["a", "a"], ["b", "c"], "same number of steps"),
+        (["a b"], ["a"], ["b"], "string"),
+    ],
+)
+def test_bad_interpolation_inputs(paths, starts, ends, message):
+    with pytest.raises(ValueError, match=message):
+        interpolation_metrics(paths, starts, ends)

@@ -1,14 +1,21 @@
-"""Decoding from `z`: greedy, temperature / top-k / top-p sampling, beam search; lerp and slerp.
+"""Decoding from `z`: greedy, temperature / top-k / top-p sampling, beam search, repetition controls;
+lerp and slerp.
 
 Decoding is batched: every row stops at its own EOS (padding follows it) and all stop at `max_length`.
 With `use_cache=True` each step feeds only the newest token and carries the decoder state (the RNN
 state, or a transformer's key/value cache); `use_cache=False` re-reads the whole prefix every step, and
 gives the same tokens.
+
+The repetition controls mean what they mean in Hugging Face transformers' `generate`
+(`RepetitionPenaltyLogitsProcessor`, `NoRepeatNGramLogitsProcessor`): both read the whole sequence so
+far, BOS included, and act on the scores before temperature / top-k / top-p (on the log-probabilities,
+per beam, in beam search).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch.nn import functional as F
@@ -52,6 +59,76 @@ def validate_sampling(temperature: float, top_k: int, top_p: float, max_length: 
         raise ValueError(f"max_length must be positive, got {max_length}")
 
 
+def validate_repetition(no_repeat_ngram_size: int, repetition_penalty: float) -> None:
+    """Raise `ValueError` naming a repetition control whose value is out of range."""
+    if isinstance(no_repeat_ngram_size, bool) or not isinstance(no_repeat_ngram_size, numbers.Integral):
+        raise ValueError(f"no_repeat_ngram_size must be an integer, got {no_repeat_ngram_size!r}")
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be >= 0 (0 disables it), got {no_repeat_ngram_size}")
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, numbers.Real):
+        raise ValueError(f"repetition_penalty must be a number, got {repetition_penalty!r}")
+    if not (repetition_penalty > 0 and math.isfinite(repetition_penalty)):
+        raise ValueError(
+            f"repetition_penalty must be positive and finite (1.0 disables it), got {repetition_penalty}"
+        )
+
+
+def penalize_repetition_(scores: torch.Tensor, prefix: torch.Tensor, penalty: float) -> torch.Tensor:
+    """In place: (B, V) scores with every token present in `prefix` (B, T) penalised once (CTRL, Keskar et
+    al. 2019). Returns `scores`.
+
+    A positive score is divided by `penalty`, a negative one multiplied by it, so `penalty > 1` always
+    makes a seen token less likely whatever the sign of its logit (as transformers does).
+    """
+    # Only the (B, T) seen positions are touched: a token seen twice is written twice with the same value.
+    seen = scores.gather(1, prefix)  # (B, T)
+    return scores.scatter_(1, prefix, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+def ban_repeated_ngrams_(scores: torch.Tensor, prefix: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    """In place: -inf on every token of the (B, V) scores that would complete an n-gram already in
+    `prefix` (B, T). Returns `scores`.
+
+    Vectorised as in transformers: the last n-1 tokens are matched against the first n-1 tokens of every
+    complete n-gram window, and a matching window bans its own last token.
+    """
+    length = prefix.size(1)
+    if length < ngram_size:
+        return scores
+    suffix = prefix[:, length + 1 - ngram_size :]  # (B, n - 1)
+    windows = prefix.unfold(1, ngram_size, 1)  # (B, T - n + 1, n)
+    matches = (windows[..., :-1] == suffix[:, None]).all(dim=-1)  # (B, T - n + 1)
+    rows, starts = matches.nonzero(as_tuple=True)
+    return scores.index_put_((rows, windows[rows, starts, -1]), scores.new_tensor(float("-inf")))
+
+
+def apply_repetition_controls_(
+    scores: torch.Tensor,
+    prefix: torch.Tensor,
+    no_repeat_ngram_size: int,
+    repetition_penalty: float,
+    eos_token_id: int,
+) -> torch.Tensor:
+    """In place: the (B, V) scores for the token after `prefix` (B, T), after the repetition penalty
+    (1.0: off), then the n-gram ban (0: off). Returns `scores`.
+
+    In place because copying the (B, V) scores cost over ten times the controls themselves at B = 1024,
+    V = 10k; the callers own their scores. A row left with every token banned (possible only when its sequence is
+    about as long as the vocabulary) ends: EOS gets back the score it had before the controls, where
+    transformers would sample from an all -inf row.
+    """
+    if no_repeat_ngram_size == 0 and repetition_penalty == 1.0:
+        return scores
+    eos_before = scores[:, eos_token_id].clone()  # (B,)
+    if repetition_penalty != 1.0:
+        penalize_repetition_(scores, prefix, repetition_penalty)
+    if no_repeat_ngram_size > 0:
+        ban_repeated_ngrams_(scores, prefix, no_repeat_ngram_size)
+        dead = scores.amax(dim=-1) == float("-inf")  # (B,); only the ban can empty a row
+        scores[:, eos_token_id] = torch.where(dead, eos_before, scores[:, eos_token_id])
+    return scores
+
+
 def cap_max_length(model, max_length: int) -> int:
     """`max_length`, lowered so BOS plus the output fit a decoder with a fixed number of positions."""
     positions = getattr(model.decoder, "max_positions", None)
@@ -92,13 +169,18 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> torch.Tensor:
     """Decode from `z` (B, Z) (or from nothing, for a language model) -> (B, L) ids, BOS excluded.
 
     Each row holds its tokens up to and including EOS, then padding; `L <= max_length`. Greedy unless
-    `do_sample`; sampling divides logits by `temperature` and keeps the top-k / top-p tokens.
+    `do_sample`; sampling divides logits by `temperature` and keeps the top-k / top-p tokens. Before
+    that, `repetition_penalty` (1.0: off) penalises every token already in the row and
+    `no_repeat_ngram_size` (0: off) bans any token that would repeat an n-gram of the row.
     """
     validate_sampling(temperature, top_k, top_p, max_length)
+    validate_repetition(no_repeat_ngram_size, repetition_penalty)
     max_length = cap_max_length(model, max_length)
     z, prefix, device = _start(model, z, num_sequences)
     config = model.config
@@ -109,6 +191,9 @@ def generate(
         if banned is None:
             banned = _banned_token_mask(model, logits.size(-1), device)
         logits = logits.masked_fill(banned, float("-inf"))
+        logits = apply_repetition_controls_(
+            logits, prefix, no_repeat_ngram_size, repetition_penalty, config.eos_token_id
+        )
         if do_sample:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
             next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
@@ -130,15 +215,21 @@ def beam_search(
     beam_size: int = 5,
     max_length: int = 64,
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> torch.Tensor:
     """Beam search from `z` (B, Z) -> (B, L) ids of each row's best hypothesis, BOS excluded.
 
     Hypotheses are ranked by `log p / length ** length_penalty` once finished; a finished beam is kept
-    with its score while the others continue.
+    with its score while the others continue. The repetition controls act per beam on the next-token
+    log-probabilities before the top-k over beams, as in transformers: the penalty multiplies a
+    log-probability (all are negative) by `repetition_penalty`, and the penalised value is what the
+    hypothesis' score accumulates.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be positive, got {beam_size}")
     validate_sampling(1.0, 0, 1.0, max_length)
+    validate_repetition(no_repeat_ngram_size, repetition_penalty)
     max_length = cap_max_length(model, max_length)
     z, bos, device = _start(model, z, num_sequences)
     config = model.config
@@ -155,6 +246,9 @@ def beam_search(
         if banned is None:
             banned = _banned_token_mask(model, logits.size(-1), device)
         log_probs = F.log_softmax(logits.masked_fill(banned, float("-inf")), dim=-1)  # (B * K, V)
+        log_probs = apply_repetition_controls_(
+            log_probs, prefix, no_repeat_ngram_size, repetition_penalty, config.eos_token_id
+        )
         # A finished beam may only continue with padding, at no cost.
         log_probs[finished] = float("-inf")
         log_probs[finished, config.pad_token_id] = 0.0

@@ -10,7 +10,7 @@ import torch
 
 from .checkpointing import load_run
 from .data import pad_batch
-from .generation import beam_search, generate, interpolate_latents
+from .generation import beam_search, generate, interpolate_latents, validate_repetition
 from .modeling import TextVAEModel
 from .tokenization import decode_ids
 
@@ -125,10 +125,19 @@ class TextVAEPipeline:
         top_p: float = 1.0,
         seed: int | None = None,
         max_length: int | None = None,
+        *,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> list[str]:
-        """(N, Z) latents (or None and `num_sequences` for a language model) -> N sentences."""
+        """(N, Z) latents (or None and `num_sequences` for a language model) -> N sentences.
+
+        `no_repeat_ngram_size` (0: off) and `repetition_penalty` (1.0: off) mean what they mean in
+        transformers' `generate`, for every strategy.
+        """
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        validate_repetition(no_repeat_ngram_size, repetition_penalty)
+        repetition = dict(no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty)
         max_length = max_length or self.max_length
         generator = None
         if strategy == "sample":
@@ -139,7 +148,9 @@ class TextVAEPipeline:
             z_batch = z[start : start + self.batch_size].to(self.device) if z is not None else None
             size = min(self.batch_size, count - start)
             if strategy == "beam":
-                ids = beam_search(self.model, z_batch, size, beam_size=beam_size, max_length=max_length)
+                ids = beam_search(
+                    self.model, z_batch, size, beam_size=beam_size, max_length=max_length, **repetition
+                )
             else:
                 ids = generate(
                     self.model,
@@ -151,6 +162,7 @@ class TextVAEPipeline:
                     top_k,
                     top_p,
                     generator,
+                    **repetition,
                 )
             sentences.extend(decode_ids(self.tokenizer, row.tolist()) for row in ids)
         return sentences
@@ -164,6 +176,9 @@ class TextVAEPipeline:
         seed: int | None = None,
         strategy: str = "sample",
         max_length: int | None = None,
+        *,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> list[str]:
         """n sentences decoded from `z ~ N(0, I)` (the prior); `seed` makes them repeatable."""
         if not isinstance(n, int) or n < 1:
@@ -181,6 +196,8 @@ class TextVAEPipeline:
             top_p=top_p,
             seed=None if seed is None else seed + 1,
             max_length=max_length,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
         )
 
     def reconstruct(
@@ -190,10 +207,21 @@ class TextVAEPipeline:
         beam_size: int = 5,
         seed: int | None = None,
         max_length: int | None = None,
+        *,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> list[str]:
         """Each sentence decoded from its posterior mean."""
         mu, _ = self.encode(sentences)
-        return self.decode(mu, strategy, beam_size=beam_size, seed=seed, max_length=max_length)
+        return self.decode(
+            mu,
+            strategy,
+            beam_size=beam_size,
+            seed=seed,
+            max_length=max_length,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
+        )
 
     def interpolate(
         self,
@@ -204,8 +232,18 @@ class TextVAEPipeline:
         strategy: str = "greedy",
         beam_size: int = 5,
         max_length: int | None = None,
+        *,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> list[str]:
         """The sentences decoded at `steps` points between the two posterior means, endpoints included."""
         mu, _ = self.encode([start, end])
         path = interpolate_latents(mu[0], mu[1], steps, method)  # (steps, Z)
-        return self.decode(path, strategy, beam_size=beam_size, max_length=max_length)
+        return self.decode(
+            path,
+            strategy,
+            beam_size=beam_size,
+            max_length=max_length,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
+        )

@@ -1,4 +1,4 @@
-"""Text-quality metrics: corpus BLEU (sacrebleu), self-BLEU and distinct-n of generated sentences."""
+"""Text-quality metrics: corpus BLEU (sacrebleu), self-BLEU, distinct-n; edit similarity and interpolation."""
 
 from __future__ import annotations
 
@@ -53,3 +53,74 @@ def distinct_n(samples: Sequence[str], n: int) -> float:
         words = sample.split()
         ngrams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
+def token_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two token sequences: insertions, deletions, substitutions, cost 1."""
+    previous = list(range(len(b) + 1))
+    for i, token_a in enumerate(a, start=1):
+        current = [i]
+        for j, token_b in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (token_a != token_b)))
+        previous = current
+    return previous[-1]
+
+
+def token_similarity(a: str, b: str) -> float:
+    """1 - token edit distance / the longer length, over whitespace tokens: 1.0 for the same tokens (and
+    for two empty sentences), 0.0 when every position of the longer one must be edited."""
+    tokens_a, tokens_b = a.split(), b.split()
+    longest = max(len(tokens_a), len(tokens_b))
+    return 1.0 - token_edit_distance(tokens_a, tokens_b) / longest if longest else 1.0
+
+
+def interpolation_metrics(
+    paths: Sequence[Sequence[str]], starts: Sequence[str], ends: Sequence[str], tokenize: str = "none"
+) -> dict:
+    """Measures of decoded interpolation paths (each S sentences, from the decoding of `starts[i]`'s
+    latent to that of `ends[i]`), as defined in BENCHMARKS.md:
+
+    - `interp_endpoint_bleu`: corpus BLEU (sacrebleu, `tokenize`) of every path's first and last
+      sentences against its start and end inputs: do the ends come back?
+    - `interp_monotonicity`: the share of consecutive step pairs, over all paths, where the similarity
+      (`token_similarity`) to the end input does not fall and that to the start input does not rise.
+    - `interp_distinct`: the mean over paths of distinct sentences / S (1/S for a path stuck on one
+      sentence, 1.0 when every step differs).
+    - `num_paths`, `steps` (S).
+    """
+    if not paths:
+        raise ValueError("no interpolation paths given")
+    if len(paths) != len(starts) or len(paths) != len(ends):
+        raise ValueError(
+            f"need one start and one end per path: got {len(paths)} paths, {len(starts)} starts "
+            f"and {len(ends)} ends"
+        )
+    if isinstance(paths[0], str):
+        raise ValueError("paths must be sequences of sentences, got a string for path 1")
+    steps = len(paths[0])
+    if steps < 2:
+        raise ValueError(f"a path needs at least 2 steps (its two ends), got {steps}")
+    for index, path in enumerate(paths):
+        if isinstance(path, str) or len(path) != steps:
+            raise ValueError(
+                f"every path needs the same number of steps: path 1 has {steps}, path {index + 1} has "
+                f"{'a string' if isinstance(path, str) else len(path)}"
+            )
+    hypotheses = [sentence for path in paths for sentence in (path[0], path[-1])]
+    references = [sentence for pair in zip(starts, ends, strict=True) for sentence in pair]
+    bleu, _ = corpus_bleu(hypotheses, references, tokenize)
+    monotone, distinct = 0, 0.0
+    for path, start, end in zip(paths, starts, ends, strict=True):
+        to_start = [token_similarity(sentence, start) for sentence in path]
+        to_end = [token_similarity(sentence, end) for sentence in path]
+        monotone += sum(
+            to_end[t + 1] >= to_end[t] and to_start[t + 1] <= to_start[t] for t in range(steps - 1)
+        )
+        distinct += len(set(path)) / steps
+    return {
+        "interp_endpoint_bleu": bleu,
+        "interp_monotonicity": monotone / (len(paths) * (steps - 1)),
+        "interp_distinct": distinct / len(paths),
+        "num_paths": len(paths),
+        "steps": steps,
+    }
