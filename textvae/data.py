@@ -315,3 +315,77 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size - self.start_batch
+
+
+_TABLE_FORMATS = {".csv": ("csv", {"delimiter": ","}), ".tsv": ("csv", {"delimiter": "\t"})}
+_TABLE_FORMATS.update({".jsonl": ("json", {}), ".json": ("json", {})})
+
+
+def _check_utf8(path: Path, raw: bytes) -> str:
+    """`raw` decoded as UTF-8 without its byte order mark; `ValueError` naming the line of a bad byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8") from None
+
+
+def _read_table(path: Path, text_column: str, label_column: str | None) -> tuple[list, list | None]:
+    """The text (and label) column of a CSV, TSV or JSON (lines) file, read through `datasets`."""
+    builder, options = _TABLE_FORMATS[path.suffix.lower()]
+    if builder == "csv":
+        options = {**options, "encoding": "utf-8-sig"}  # pandas would keep a BOM in the first column name
+    try:
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as error:  # pandas / pyarrow parse errors come in many types
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot read {path} as {path.suffix.lower()[1:]}: {reason}") from None
+    for name, role in ((text_column, "text"), (label_column, "label")):
+        if name is not None and name not in table.column_names:
+            raise ValueError(
+                f"{path} has no {role} column {name!r} (columns: {', '.join(table.column_names)})"
+            )
+    labels = list(table[label_column]) if label_column is not None else None
+    return list(table[text_column]), labels
+
+
+def read_sentence_file(
+    path: str | os.PathLike, text_column: str | None = None, label_column: str | None = None
+) -> tuple[list[str], list | None]:
+    """Sentences (and labels) from a `.txt`, `.csv`, `.tsv`, `.jsonl` or `.json` file.
+
+    A `.txt` file holds one sentence per line and has no columns. The tables are read with
+    `datasets.load_dataset("csv" / "json")`; `text_column` defaults to `text`, and `label_column`, when
+    given, returns the labels as a list in the same order (None otherwise). Blank sentences are skipped
+    with a warning that counts them (with their labels); a missing label, a missing column, an empty file
+    or a non-UTF-8 file raise `ValueError`.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", *_TABLE_FORMATS):
+        raise ValueError(f"cannot read {path}: expected a .txt, .csv, .tsv, .jsonl or .json file")
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    raw = path.read_bytes()
+    text = _check_utf8(path, raw)
+    if not text.strip():
+        raise ValueError(f"{path} is empty")
+    if suffix == ".txt":
+        if text_column is not None or label_column is not None:
+            raise ValueError(f"{path} is a .txt file with no columns: use a .csv, .tsv or .jsonl for labels")
+        texts, labels = text.splitlines(), None
+    else:
+        texts, labels = _read_table(path, text_column or "text", label_column)
+    keep = [i for i, sentence in enumerate(texts) if isinstance(sentence, str) and sentence.strip()]
+    if len(keep) < len(texts):
+        logger.warning("skipped %d blank sentences in %s", len(texts) - len(keep), path)
+    if not keep:
+        raise ValueError(f"{path} has no non-blank sentence")
+    if labels is not None:
+        labels = [labels[i] for i in keep]
+        missing = [keep[n] for n, label in enumerate(labels) if label is None or label != label]  # NaN
+        if missing:
+            raise ValueError(
+                f"{path} has {len(missing)} sentence(s) with no {label_column!r} value (first: row {missing[0] + 1})"
+            )
+    return [texts[i] for i in keep], labels

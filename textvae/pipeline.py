@@ -1,4 +1,5 @@
-"""Strings in, strings out: `sample`, `reconstruct`, `interpolate`, `encode`, `decode` with a trained model."""
+"""Strings in, strings out: `sample`, `reconstruct`, `interpolate`, `encode`, `decode`, and the latent tools
+(`neighbours`, `transfer`, `analogy`, `score`, `probe`) with a trained model."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ from pathlib import Path
 import torch
 
 from .checkpointing import load_run
-from .data import pad_batch
+from .data import TokenizedSplit, pad_batch
 from .generation import beam_search, generate, interpolate_latents, validate_repetition
+from .latent_tools import (
+    analogy_latent,
+    attribute_vector,
+    draw_label_subsets,
+    encode_corpus_cached,
+    nearest_neighbours,
+    probe_accuracy,
+    score_sentences,
+    tfidf_probe_accuracy,
+)
 from .modeling import TextVAEModel
 from .tokenization import decode_ids
 
@@ -50,13 +61,17 @@ class TextVAEPipeline:
         self.encoder_tokenizer = encoder_tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        # The run folder it was loaded from: the model fingerprint and default folder of the latent cache.
+        self.run_dir: Path | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> TextVAEPipeline:
         """Load a run / model folder; `device` defaults to cuda when available."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer, encoder_tokenizer = load_run(path, device)
-        return cls(model, tokenizer, encoder_tokenizer, **kwargs)
+        pipeline = cls(model, tokenizer, encoder_tokenizer, **kwargs)
+        pipeline.run_dir = Path(path)
+        return pipeline
 
     @property
     def device(self) -> torch.device:
@@ -247,3 +262,121 @@ class TextVAEPipeline:
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=repetition_penalty,
         )
+
+    # ------------------------------------------------------------ the latent space at work (latent_tools.py)
+
+    def neighbours(
+        self,
+        queries: Sequence[str],
+        corpus_sentences: Sequence[str],
+        k: int = 5,
+        metric: str = "cosine",
+        corpus_path: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        text_column: str | None = None,
+        label_column: str | None = None,
+    ) -> list[list[dict]]:
+        """The k corpus sentences whose posterior means are nearest each query's, nearest first.
+
+        Each query gets a list of `{"sentence", "score", "index"}` (cosine similarity, or L2 distance for
+        metric `l2`; index into `corpus_sentences`). With `corpus_path` (the file the sentences were read
+        from, with its column choice) the corpus encodings are cached in `cache_dir` (the run folder).
+        """
+        self._require_latent()
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        if corpus_path is not None:
+            corpus_mu = encode_corpus_cached(
+                self, corpus_sentences, corpus_path, cache_dir, text_column, label_column
+            )
+        else:
+            corpus_mu = self.encode(corpus_sentences)[0]
+        scores, indices = nearest_neighbours(self.encode(queries)[0], corpus_mu, k, metric)
+        return [
+            [
+                {"sentence": corpus_sentences[index], "score": score, "index": index}
+                for score, index in zip(row_scores, row_indices, strict=True)
+            ]
+            for row_scores, row_indices in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+
+    def transfer(
+        self,
+        sentences: Sequence[str],
+        source_sentences: Sequence[str] | None = None,
+        target_sentences: Sequence[str] | None = None,
+        strength: float = 1.0,
+        vector: torch.Tensor | None = None,
+        strategy: str = "greedy",
+        beam_size: int = 5,
+        seed: int | None = None,
+        max_length: int | None = None,
+    ) -> list[str]:
+        """Each sentence decoded from `mu + strength * vector` (latent arithmetic, Bowman et al. 2016).
+
+        vector: a (Z,) attribute vector, or None to build `mean(mu(target)) - mean(mu(source))` from
+        `source_sentences` and `target_sentences` (`attribute_vector`). Strength 0 is `reconstruct`.
+        """
+        self._require_latent()
+        if vector is None:
+            if not source_sentences or not target_sentences:
+                raise ValueError("give an attribute vector, or both source_sentences and target_sentences")
+            vector = attribute_vector(self.encode(source_sentences)[0], self.encode(target_sentences)[0])
+        elif source_sentences is not None or target_sentences is not None:
+            raise ValueError("give either an attribute vector or source / target sentences, not both")
+        vector = torch.as_tensor(vector, dtype=torch.float32)
+        if vector.shape != (self.model.config.latent_dim,):
+            raise ValueError(
+                f"the attribute vector must have shape ({self.model.config.latent_dim},), got {tuple(vector.shape)}"
+            )
+        mu, _ = self.encode(sentences)
+        return self.decode(
+            z=mu + strength * vector, strategy=strategy, beam_size=beam_size, seed=seed, max_length=max_length
+        )
+
+    def analogy(
+        self,
+        a: str,
+        b: str,
+        c: str,
+        strategy: str = "greedy",
+        beam_size: int = 5,
+        max_length: int | None = None,
+    ) -> str:
+        """ "a is to b as c is to ?": the sentence decoded from `mu(c) + mu(b) - mu(a)`."""
+        self._require_latent()
+        mu, _ = self.encode([a, b, c])
+        z = analogy_latent(mu[0], mu[1], mu[2])[None]  # (1, Z)
+        return self.decode(z=z, strategy=strategy, beam_size=beam_size, max_length=max_length)[0]
+
+    def score(self, sentences: Sequence[str], iw_samples: int = 500, seed: int = 0) -> list[dict]:
+        """Per-sentence `nll`, `neg_elbo`, `rec`, `kl`, `tokens`, `nll_per_token` (nats), in input order,
+        each with its `sentence` (`latent_tools.score_sentences`); higher nll_per_token = more unusual."""
+        texts = [sentences] if isinstance(sentences, str) else list(sentences)
+        split = TokenizedSplit(input_ids=self._token_ids(texts))
+        if self.encoder_tokenizer is not None:
+            split.encoder_input_ids = self.encoder_tokenizer(texts, truncation=True)["input_ids"]
+        scores = score_sentences(self.model, split, iw_samples, self.batch_size, seed)
+        return [{"sentence": text, **score} for text, score in zip(texts, scores, strict=True)]
+
+    def probe(
+        self,
+        train_sentences: Sequence[str],
+        train_labels: Sequence,
+        test_sentences: Sequence[str],
+        test_labels: Sequence,
+        num_labels: Sequence[int | None] = (100, 1000, None),
+        repeats: int = 5,
+        seed: int = 0,
+    ) -> dict[str, list[dict]]:
+        """Few-label accuracy of a linear probe on the posterior means, beside a TF-IDF baseline on the same
+        drawn examples: `{"latent": [...], "tfidf": [...]}`, one dict per N (see `probe_accuracy`)."""
+        self._require_latent()
+        draw_label_subsets(train_labels, num_labels, repeats, seed)  # bad options fail before encoding
+        train_mu, test_mu = self.encode(train_sentences)[0], self.encode(test_sentences)[0]
+        options = dict(num_labels=num_labels, repeats=repeats, seed=seed)
+        return {
+            "latent": probe_accuracy(train_mu.numpy(), train_labels, test_mu.numpy(), test_labels, **options),
+            "tfidf": tfidf_probe_accuracy(
+                train_sentences, train_labels, test_sentences, test_labels, **options
+            ),
+        }
