@@ -33,4 +33,5 @@ def trained_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(make_sentences(200, seed=1)) + "\n", encoding="utf-8")
-    return train(TrainConfig(data=str(corpus), **TINY_TRAIN), output_dir=folder / "run")
+    config = TrainConfig(data=str(corpus), **{**TINY_TRAIN, "plot_each_epoch": True})
+    return train(config, output_dir=folder / "run")

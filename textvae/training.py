@@ -21,6 +21,8 @@ from . import checkpointing as ckpt
 from .configuration import TextVAEConfig
 from .data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
 from .modeling import TextVAEModel, gaussian_kl
+from .plotting import write_training_plots
+from .reporting import check_reporter_available, make_reporter
 from .run_files import (
     append_record,
     clear_run_folder,
@@ -132,7 +134,7 @@ def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
 
 @torch.no_grad()
 def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: int = 0) -> dict:
-    """rec, KL, -ELBO (weight 1) per sentence, the PPL bound and active units over a split.
+    """rec, KL, -ELBO (weight 1) per sentence, the PPL bound, active units and the (Z,) KL per dimension.
 
     z is drawn with its own generator, so validation neither depends on nor moves the training RNG.
     """
@@ -141,7 +143,7 @@ def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: 
     generator = torch.Generator(device=device).manual_seed(seed)
     sampler = LengthBucketSampler(split.lengths, batch_size, shuffle=False)
     rec_total = kl_total = 0.0
-    means = []
+    means, kl_per_dim = [], 0.0
     for indices in sampler:
         batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
         z = None
@@ -151,7 +153,9 @@ def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: 
                 batch.get("encoder_attention_mask", batch["attention_mask"]),
             )
             z = model.reparameterize(mu, logvar, generator)
-            kl_total += float(gaussian_kl(mu, logvar).sum())
+            kl = gaussian_kl(mu, logvar)  # (B, Z)
+            kl_total += float(kl.sum())
+            kl_per_dim = kl_per_dim + kl.double().sum(dim=0)  # (Z,)
             means.append(mu.float().cpu())
         rec, _ = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], z)
         rec_total += float(rec.sum())
@@ -161,6 +165,7 @@ def validate(model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: 
     metrics["ppl_bound"] = math.exp((rec_total + kl_total) / tokens)
     if means:
         metrics["au"] = int((torch.cat(means).var(dim=0) >= 0.01).sum())
+        metrics["kl_per_dim"] = (kl_per_dim / count).tolist()  # which dimensions carry the KL
     return metrics
 
 
@@ -191,6 +196,8 @@ class Trainer:
         }
         self._epoch_started = 0.0
         self._last_save = None  # clock reading of the last checkpoint, for save_minutes
+        self.reporter = None  # opened by train(), after a resume has set the step
+        self.plot_each_epoch = config.plot_each_epoch
         encoder_tokenizer = data.encoder_tokenizer
         self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
 
@@ -216,6 +223,8 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         append_record(self.run_dir / ckpt.METRICS_NAME, record)
+        if self.reporter is not None:
+            self.reporter.log(record)
 
     def _start_vae_phase(self, reset_decoder: bool = True) -> None:
         """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
@@ -361,6 +370,8 @@ class Trainer:
         else:
             state["epochs_without_improvement"] += 1
         ckpt.write_json(self.run_dir / ckpt.HISTORY_NAME, state["history"])
+        if self.plot_each_epoch:  # False from now on when matplotlib is missing: said once, in the log
+            self.plot_each_epoch = write_training_plots(self.run_dir)
         if config.lr_scheduler == "plateau":
             self.scheduler.step(metrics["neg_elbo"])
         state["epoch"] += 1
@@ -382,6 +393,14 @@ class Trainer:
 
     def train(self) -> list[dict]:
         """Train to the last epoch, early stop, or max_steps; return the validation history."""
+        self.reporter = make_reporter(self.config.report_to, self.run_dir, self.state["step"])
+        try:
+            return self._train()
+        finally:
+            if self.reporter is not None:
+                self.reporter.close()
+
+    def _train(self) -> list[dict]:
         state = self.state
         while state["epoch"] < self.config.epochs and not state["finished"]:
             # A resumed epoch counts the time it ran before the checkpoint it resumed from.
@@ -472,6 +491,7 @@ def train(
         if config.init_decoder_from is not None:
             source, tokenizer, _ = ckpt.load_run(config.init_decoder_from)
         # Before touching the folder: bad data or a bad source model must not cost a user's files.
+        check_reporter_available(config.report_to)
         data = prepare_data(config, tokenizer)
         model = build_model(config, data.tokenizer)
         if source is not None:

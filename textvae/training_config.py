@@ -21,6 +21,7 @@ from .run_files import write_text_atomically
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULERS = ("plateau", "cosine", "constant")
+REPORT_TO = ("none", "tensorboard")  # the names of transformers' TrainingArguments.report_to
 
 
 def _option(default, help: str, **kwargs):
@@ -119,6 +120,12 @@ class TrainConfig:
     device: str = _option("auto", "cuda, cpu, or auto (cuda when available)")
     bf16: bool = _option(True, "bf16 autocast on CUDA (ignored on the CPU)")
     progress: bool = _option(True, "show a progress bar")
+    plot_each_epoch: bool = _option(
+        True, "after each epoch, redraw curves.png and the other figures in the run folder (needs matplotlib)"
+    )
+    report_to: str = _option(
+        "none", f"where else to send the metrics: {', '.join(REPORT_TO)} (event files in <run>/tensorboard/)"
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -138,6 +145,7 @@ class TrainConfig:
             "overlong": ("truncate", "drop"),
             "tokenizer_type": ("word", "bpe"),
             "encoding_errors": ("strict", "replace", "ignore"),
+            "report_to": REPORT_TO,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
