@@ -59,13 +59,22 @@ def test_train_sample_reconstruct_interpolate_encode(tmp_path, capsys, caplog, c
     code, out, _ = run_cli(
         capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 4, "--method", "slerp"
     )
-    assert code == 0 and len(out.splitlines()) == 4
+    lines = out.splitlines()
+    assert code == 0 and lines[:2] == ["start: the cat sat", "end:   a dog ran"] and len(lines) == 6
+    assert lines[2].startswith("  step 1/4 (t=0.00, start):") and lines[5].startswith(
+        "  step 4/4 (t=1.00, end):"
+    )
+    code, out, _ = run_cli(capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 3, "--json")
+    path = json.loads(out)
+    assert code == 0 and (path["start"], path["end"]) == ("the cat sat", "a dog ran")
+    assert [point["t"] for point in path["path"]] == [0.0, 0.5, 1.0]
+    assert all(0 <= point["similarity_to_start"] <= 1 for point in path["path"])
 
     sentences = tmp_path / "s.txt"
     sentences.write_text("the cat\n\na dog ran\n", encoding="utf-8")
     code, _, _ = run_cli(capsys, "encode", run, "--file", sentences, "--output", tmp_path / "z.npy")
     assert code == 0 and np.load(tmp_path / "z.npy").shape == (2, 3)
-    assert "skipped 1 blank line" in caplog.text
+    assert "skipped 1 blank" in caplog.text
     code, _, _ = run_cli(capsys, "encode", run, "the cat", "--output", tmp_path / "z.jsonl")
     row = json.loads((tmp_path / "z.jsonl").read_text().splitlines()[0])
     assert code == 0 and row["sentence"] == "the cat" and len(row["mu"]) == len(row["logvar"]) == 3
@@ -143,7 +152,63 @@ def bad_inputs(tmp_path, run, corpus_file):
     from textvae.tokenization import train_word_tokenizer
 
     train_word_tokenizer(other.read_text().splitlines()).save_pretrained(mismatched)
+    non_finite = tmp_path / "non-finite"
+    shutil.copytree(run, non_finite)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(non_finite / "model.safetensors"))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * float("nan")
+    save_file(tensors, str(non_finite / "model.safetensors"), metadata={"format": "pt"})
+    resized = tmp_path / "resized"
+    shutil.copytree(run, resized)
+    config = json.loads((resized / "config.json").read_text())
+    config["vocab_size"] += 1
+    (resized / "config.json").write_text(json.dumps(config))
+    typo_config = tmp_path / "typo.yaml"
+    typo_config.write_text('epochs: "three"\n')
+    one_line = tmp_path / "one.txt"
+    one_line.write_text("just one sentence\n")
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("mine")
     return {
+        "config value of the wrong type": (
+            ["train", "--data", corpus_file, "--config", typo_config],
+            "epochs must be an integer, got 'three'",
+        ),
+        "infinite learning rate": (
+            ["train", "--data", corpus_file, "--learning-rate", "inf"],
+            "learning_rate must be a finite number",
+        ),
+        "nan beta": (["train", "--data", corpus_file, "--beta", "nan"], "beta must be a finite number"),
+        "nan free bits": (
+            ["train", "--data", corpus_file, "--free-bits", "nan"],
+            "free_bits must be a finite number",
+        ),
+        "output folder is a file": (
+            ["train", "--data", corpus_file, "-o", a_file],
+            "is an existing file, not a folder",
+        ),
+        "output folder under a file": (
+            ["train", "--data", corpus_file, "-o", a_file / "run"],
+            "cannot create the output folder",
+        ),
+        "resume a file": (["train", "--resume", a_file], "nothing to resume"),
+        "one-line corpus": (["train", "--data", one_line, "-o", tmp_path / "r6"], "needs at least 2"),
+        "non-finite weights": (["sample", non_finite], "not finite"),
+        "changed vocabulary size": (
+            ["sample", resized],
+            r"has shape \(\d+, \d+\) in model.safetensors but the config builds",
+        ),
+        "nan top-p": (["sample", run, "--top-p", "nan"], "--top-p: expected a finite number"),
+        "negative repetition penalty": (
+            ["sample", run, "--repetition-penalty", "-1"],
+            "expected a positive number",
+        ),
+        "missing aggregate prior": (
+            ["sample", run, "--prior", "aggregate"],
+            "has no aggregate prior: run `textvae fit-prior",
+        ),
         "missing corpus": (
             ["train", "--data", tmp_path / "nope.txt", "-o", tmp_path / "r1"],
             "corpus not found",
@@ -194,7 +259,10 @@ def bad_inputs(tmp_path, run, corpus_file):
         "negative samples": (["sample", run, "-n", "-2"], "positive integer"),
         "unknown strategy": (["reconstruct", run, "a", "--strategy", "telepathy"], "invalid choice"),
         "bad output suffix": (["encode", run, "a", "--output", tmp_path / "z.csv"], r"\.npy or \.jsonl"),
-        "bad temperature": (["sample", run, "--temperature", "0"], "temperature must be positive"),
+        "bad temperature": (
+            ["sample", run, "--temperature", "0"],
+            "--temperature: expected a positive number",
+        ),
         "bad steps": (["interpolate", run, "a", "b", "--steps", "1"], "steps must be at least 2"),
         "unknown flag": (["sample", run, "--colour", "red"], "unrecognized arguments"),
     }
@@ -238,16 +306,22 @@ def test_evaluate_command_prints_a_table_and_saves_json(tmp_path, capsys, traine
     code, out, err = run_cli(capsys, *args, "--limit", 10)
     assert code == 0, err
     assert "NLL (importance weighted)" in out and "PPL (from NLL)" in out
-    saved = json.loads((trained_run / "eval-train-first10-k8.json").read_text())
+    saved = json.loads((trained_run / "eval-file-eval-first10-k8.json").read_text())
     assert saved["num_sentences"] == 10 and saved["iw_samples"] == 8
     code, out, _ = run_cli(capsys, *args, "--json", "--limit", 4)
     results = json.loads(out)
     assert code == 0 and results["nll"] <= results["neg_elbo"] + 1.0 and results["num_sentences"] == 4
+    # A file given to evaluate is evaluated whole: all 30 sentences, not a held-out 5% of them.
+    code, out, _ = run_cli(capsys, *args, "--json")
+    results = json.loads(out)
+    assert code == 0 and results["num_sentences"] == 30 and results["split"] == "file"
+    assert re.search(r"^sentences\s+30$", run_cli(capsys, *args)[1], re.MULTILINE)
 
 
 def test_evaluate_refuses_a_missing_split(tmp_path, capsys, trained_run):
-    corpus = tmp_path / "eval.txt"
-    corpus.write_text("a b\nc d\n", encoding="utf-8")
+    corpus = tmp_path / "eval"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("a b\nc d\n", encoding="utf-8")  # a folder without test.txt
     code, _, err = run_cli(capsys, "evaluate", trained_run, "--data", corpus, "--split", "test")
     assert code == 2 and "has no test split" in err
 
@@ -279,9 +353,82 @@ def test_every_architecture_pair_from_the_command_line(tmp_path, capsys, corpus_
     code, out, _ = run_cli(
         capsys, "interpolate", run, "the cat sat", "a dog ran", "--steps", 3, "--max-length", 12
     )
-    assert code == 0 and len(out.splitlines()) == 3
+    assert code == 0 and len(out.splitlines()) == 2 + 3  # the two inputs, then the three steps
     code, out, _ = run_cli(
         capsys, "evaluate", run, "--data", corpus_file, "--iw-samples", 4, "--diversity-samples", 2, "--json"
     )
     results = json.loads(out)
     assert code == 0 and results["au"] is not None and results["nll"] <= results["neg_elbo"] + 1.0
+
+
+def test_arguments_are_checked_before_torch_is_imported(tmp_path):
+    # `textvae --help` and argument errors answer at once: nothing heavy is imported to reject them.
+    code = (
+        "import sys\n"
+        "from textvae.cli import main\n"
+        "try:\n"
+        "    main(['sample', 'RUN', '-n', '0'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 2\n"
+    )
+    script = tmp_path / "check.py"
+    script.write_text(
+        code + "heavy = [name for name in ('torch', 'transformers', 'datasets') if name in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    assert "positive integer" in result.stderr
+
+
+def _interrupt(command: list[str], when) -> subprocess.CompletedProcess:
+    import signal
+    import time
+
+    # pytest's own process may ignore SIGINT, and a child inherits that: give it the default handling back
+    # (Python then installs its KeyboardInterrupt handler at start-up, within milliseconds).
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not when() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_says_how_to_continue(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    train_command = [sys.executable, "-m", "textvae.cli", "train", "--data", str(corpus_file), "-o", str(run)]
+    train_command += [
+        "--epochs",
+        "50",
+        "--save-steps",
+        "2",
+        "--no-progress",
+        "--hidden-size",
+        "8",
+        "--latent-dim",
+        "2",
+    ]
+    # During start-up: the imports are under way, nothing is saved yet.
+    import time
+
+    begun = time.monotonic()
+    started = _interrupt(train_command, lambda: time.monotonic() - begun > 0.5)
+    lines = [line for line in started.stderr.splitlines() if line.strip()]
+    assert started.returncode == 130 and "Traceback" not in started.stderr
+    assert lines[-1].startswith("textvae train: interrupted") and len(lines) <= 2, started.stderr
+    # During training, once a checkpoint exists: the message says how to resume.
+    shutil.rmtree(run, ignore_errors=True)
+    stopped = _interrupt(train_command, lambda: any(run.glob("checkpoint-*/trainer_state.json")))
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
+    assert (
+        stopped.stderr.strip().splitlines()[-1]
+        == f"textvae train: interrupted; continue with: textvae train --resume {run}"
+    )

@@ -394,7 +394,7 @@ def test_cli_trains_and_samples_a_tiny_transformer(tmp_path, capsys):
     assert (
         main(["interpolate", str(run), "the cat sat", "a dog ran", "--steps", "3", "--max-length", "10"]) == 0
     )
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert len(capsys.readouterr().out.splitlines()) == 2 + 3  # the two inputs, then one line per point
     evaluate = [
         "evaluate",
         str(run),

@@ -118,6 +118,12 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> TextVA
     if problems or info.get("error_msgs"):
         raise ValueError(f"the weights in {folder} do not match its config: {problems or info['error_msgs']}")
     _own_memory(model)
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"the weights in {folder} are not finite ({name} holds NaN or inf): the model was saved from a "
+                f"run that diverged; train it again (a lower --learning-rate helps)"
+            )
     return model.to(device).eval()
 
 

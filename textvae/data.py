@@ -78,6 +78,7 @@ def _load_text_files(files: dict[str, Path], encoding_errors: str) -> datasets.D
     corpus = datasets.load_dataset(
         "text",
         data_files={split: str(path) for split, path in files.items()},
+        encoding="utf-8-sig",  # a byte-order mark is no part of the first word
         encoding_errors=None if encoding_errors == "strict" else encoding_errors,
     )
     return corpus
@@ -151,6 +152,11 @@ def load_corpus(
             f"corpus not found: {source} is neither a file, a folder, a named corpus nor a Hub id"
         )
     corpus = _drop_blank_lines(corpus)
+    if "validation" not in corpus and len(corpus["train"]) < 2:
+        raise ValueError(
+            f"corpus {source} has {len(corpus['train'])} sentence(s): training needs at least 2, one of them "
+            f"held out for validation (or a folder with train.txt and valid.txt)"
+        )
     if "validation" not in corpus:
         split = corpus["train"].train_test_split(test_size=validation_fraction, seed=seed)
         corpus["train"], corpus["validation"] = split["train"], split["test"]

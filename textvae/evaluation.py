@@ -9,7 +9,6 @@ repeats exactly on the same device.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -367,35 +366,45 @@ def evaluate_run(
     data_dir: str | None = None,
     split: str = "validation",
     *,
+    text_column: str | None = None,
     limit: int | None = None,
     device: str | None = None,
     save: bool = True,
     **options,
 ) -> dict:
-    """`evaluate` a saved run on one split of a corpus; the results are also saved in the run folder.
+    """`evaluate` a saved run on one split of a corpus, or on a whole file; results are also saved in the run.
 
-    A corpus without a validation split is cut with the run's own seed and fraction, so a single-file
-    corpus is evaluated on exactly the sentences training held out. `options` go to `evaluate`.
+    data: a named corpus, folder or Hub id, of which `split` is read; or a file (text, CSV, TSV or JSONL,
+    `text_column` naming the column of the last three), which is evaluated whole, every sentence of it
+    (`split` is then "file"). A named corpus without a validation split is cut with the run's own seed and
+    fraction, so it is evaluated on exactly the sentences training held out. `options` go to `evaluate`.
     """
-    from .checkpointing import TRAIN_CONFIG_NAME, load_run, write_json
-    from .data import load_corpus, tokenize_corpus
+    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json, write_json
+    from .data import load_corpus, read_sentence_file, tokenize_corpus
     from .training_config import TrainConfig
 
     split = "validation" if split == "valid" else split
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, encoder_tokenizer = load_run(run, device)
-    saved = Path(run) / TRAIN_CONFIG_NAME
-    trained = TrainConfig.from_dict(json.loads(saved.read_text())) if saved.is_file() else None
-    corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
-    if split not in corpus:
-        raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
-    part = datasets.DatasetDict({split: corpus[split]})
+    if Path(data).is_file():
+        texts, _ = read_sentence_file(data, text_column=text_column)
+        split = "file"
+        part = datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": texts})})
+    else:
+        saved = Path(run) / TRAIN_CONFIG_NAME
+        trained = TrainConfig.from_dict(read_json(saved)) if saved.is_file() else None
+        corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
+        if split not in corpus:
+            raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
+        part = datasets.DatasetDict({split: corpus[split]})
     if limit is not None:
         part[split] = part[split].select(range(min(limit, len(part[split]))))
+    logger.info("evaluating %d sentences (%s of %s)", len(part[split]), split, data)
     tokenized = tokenize_corpus(part, tokenizer, encoder_tokenizer)
     results = evaluate(model, tokenizer, TokenizedSplit.from_dataset(tokenized[split]), **options)
-    results.update(run=str(run), data=data, split=split, limit=limit)
+    results.update(run=str(run), data=str(data), split=split, limit=limit)
     if save:
-        name = f"eval-{split}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
+        name = split if split != "file" else f"file-{Path(data).stem}"
+        name = f"eval-{name}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
         write_json(Path(run) / name, results)
     return results

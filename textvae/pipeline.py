@@ -23,6 +23,8 @@ from .latent_tools import (
     tfidf_probe_accuracy,
 )
 from .modeling import TextVAEModel
+from .priors import load_prior
+from .text_metrics import token_similarity
 from .tokenization import decode_ids
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class TextVAEPipeline:
         self.max_length = max_length
         # The run folder it was loaded from: the model fingerprint and default folder of the latent cache.
         self.run_dir: Path | None = None
+        self._priors: dict = {}
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> TextVAEPipeline:
@@ -72,6 +75,16 @@ class TextVAEPipeline:
         pipeline = cls(model, tokenizer, encoder_tokenizer, **kwargs)
         pipeline.run_dir = Path(path)
         return pipeline
+
+    def prior(self, kind: str = "standard"):
+        """The "standard" N(0, I) prior, or the "aggregate" one saved in the run folder (loaded once)."""
+        if kind not in self._priors:
+            if kind == "aggregate" and self.run_dir is None:
+                raise ValueError(
+                    "the aggregate prior lives in a run folder: load the pipeline with from_pretrained"
+                )
+            self._priors[kind] = load_prior(self.run_dir or ".", kind, self.model.config.latent_dim)
+        return self._priors[kind]
 
     @property
     def device(self) -> torch.device:
@@ -192,16 +205,24 @@ class TextVAEPipeline:
         strategy: str = "sample",
         max_length: int | None = None,
         *,
+        prior: str = "standard",
         no_repeat_ngram_size: int = 0,
         repetition_penalty: float = 1.0,
     ) -> list[str]:
-        """n sentences decoded from `z ~ N(0, I)` (the prior); `seed` makes them repeatable."""
-        if not isinstance(n, int) or n < 1:
+        """n sentences decoded from `z` drawn from the prior; `seed` makes them repeatable.
+
+        prior: "standard", `N(0, I)`; or "aggregate", the Gaussian mixture fitted to the training set's
+        posterior means after training (`textvae fit-prior`; Ghosh et al. 2020), whose samples stay in
+        the region the decoder was trained on when the model keeps many nats in z.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
         generator = _generator(seed)
         z = None
         if self.model.config.has_latent:
-            z = torch.randn(n, self.model.config.latent_dim, generator=generator)
+            z = self.prior(prior).sample(n, generator)  # (n, Z)
+        elif prior != "standard":
+            raise ValueError("a language model (latent_dim=0) has no latent prior to choose")
         return self.decode(
             z,
             strategy,
@@ -262,6 +283,39 @@ class TextVAEPipeline:
             no_repeat_ngram_size=no_repeat_ngram_size,
             repetition_penalty=repetition_penalty,
         )
+
+    def interpolation_path(
+        self,
+        start: str,
+        end: str,
+        steps: int = 5,
+        method: str = "lerp",
+        strategy: str = "greedy",
+        beam_size: int = 5,
+        max_length: int | None = None,
+        **repetition,
+    ) -> dict:
+        """`interpolate`, labelled: the two input sentences, the method, and for each step its position
+        `t` in [0, 1], the decoded sentence and its token similarity (1 - edit distance / length) to each
+        input sentence. Plain JSON-serialisable values."""
+        sentences = self.interpolate(start, end, steps, method, strategy, beam_size, max_length, **repetition)
+        count = len(sentences)
+        return {
+            "start": start,
+            "end": end,
+            "method": method,
+            "strategy": strategy,
+            "path": [
+                {
+                    "step": index + 1,
+                    "t": index / (count - 1),
+                    "sentence": sentence,
+                    "similarity_to_start": token_similarity(sentence, start),
+                    "similarity_to_end": token_similarity(sentence, end),
+                }
+                for index, sentence in enumerate(sentences)
+            ],
+        }
 
     # ------------------------------------------------------------ the latent space at work (latent_tools.py)
 

@@ -420,3 +420,28 @@ def load_prior(folder: str | os.PathLike, kind: str, latent_dim: int) -> Standar
             f"run `textvae fit-prior {folder}` again"
         )
     return prior
+
+
+def fit_prior_for_run(
+    run: str | os.PathLike,
+    device: str | None = None,
+    batch_size: int = 256,
+    show_progress: bool = False,
+    **fit_options,
+) -> AggregatePrior:
+    """Fit the aggregate prior of a saved run on the training and validation sentences it was trained on
+    (its train_config.json says which), save it in the run folder, and return it."""
+    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
+    from .training import prepare_data
+    from .training_config import TrainConfig
+
+    run = Path(run)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, encoder_tokenizer = load_run(run, device)
+    if not model.config.has_latent:
+        raise ValueError(f"{run} is a language model (latent_dim=0): it has no posterior to fit a prior to")
+    config = TrainConfig.from_dict(read_json(run / TRAIN_CONFIG_NAME))
+    data = prepare_data(config, tokenizer, encoder_tokenizer)
+    prior = fit_run_prior(model, data.train, data.validation, batch_size, show_progress, **fit_options)
+    prior.save(run)
+    return prior

@@ -78,14 +78,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, flushed, then renamed."""
+def write_text_atomically(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file in the same folder, flushed, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(text.encode("utf-8") if isinstance(text, str) else text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

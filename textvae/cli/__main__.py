@@ -1,0 +1,7 @@
+"""`python -m textvae.cli`: the `textvae` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""`textvae evaluate`: the papers' metrics over a split of a corpus, or over a whole file."""
+
+from __future__ import annotations
+
+import json
+
+from .common import add_device_option, add_run_argument, finite_float, positive_int, quiet_libraries
+
+
+def add_parsers(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="measure rec, KL, -ELBO, NLL, PPL, MI, AU, BLEU and diversity as the papers do"
+    )
+    add_run_argument(evaluate)
+    evaluate.add_argument(
+        "--data",
+        default="ptb",
+        help="a named corpus (ptb) or folder, read by --split; or a file (text, CSV, TSV, JSONL), evaluated "
+        "whole; or a Hub id (default: ptb)",
+    )
+    evaluate.add_argument(
+        "--data-dir", help="folder holding named corpora (default: $TEXTVAE_DATA, else data/)"
+    )
+    evaluate.add_argument(
+        "--text-column",
+        default=None,
+        help="column of a CSV / TSV / JSONL file that holds the text (default: text)",
+    )
+    evaluate.add_argument(
+        "--split",
+        default="validation",
+        choices=("train", "validation", "valid", "test"),
+        help="split of a corpus or folder to evaluate (default: validation; a file is evaluated whole)",
+    )
+    evaluate.add_argument(
+        "--iw-samples",
+        type=positive_int,
+        default=500,
+        help="importance samples K for the NLL (default: 500, as He et al. 2019)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=positive_int, default=32, help="sentences per batch (default: 32)"
+    )
+    evaluate.add_argument(
+        "--au-threshold",
+        type=finite_float,
+        default=0.01,
+        help="variance threshold of an active unit (default: 0.01)",
+    )
+    evaluate.add_argument(
+        "--diversity-samples",
+        type=positive_int,
+        default=100,
+        help="prior samples for self-BLEU and distinct-n (default: 100)",
+    )
+    evaluate.add_argument(
+        "--limit", type=positive_int, default=None, help="evaluate only the first N sentences"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_device_option(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> None:
+    quiet_libraries()
+    from ..evaluation import evaluate_run, format_results
+
+    results = evaluate_run(
+        args.run,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        text_column=args.text_column,
+        iw_samples=args.iw_samples,
+        batch_size=args.batch_size,
+        au_threshold=args.au_threshold,
+        num_diversity_samples=args.diversity_samples,
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(json.dumps(results, indent=2) if args.json else format_results(results))

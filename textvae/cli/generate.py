@@ -1,0 +1,198 @@
+"""`textvae sample`, `reconstruct`, `interpolate` and `encode`: sentences in and out of the latent space."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from ..run_files import write_text_atomically
+from .common import (
+    add_device_option,
+    add_run_argument,
+    add_sentence_input,
+    check_output_file,
+    load_pipeline,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    read_sentences,
+)
+
+
+def _add_repetition_options(parser) -> None:
+    parser.add_argument(
+        "--no-repeat-ngram-size",
+        type=non_negative_int,
+        default=None,
+        help="never repeat an n-gram of this size in one sentence, as in transformers' generate (0: off; "
+        "default: the pipeline's, see README)",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=positive_float,
+        default=None,
+        help="divide the logit of every token already in the sentence by this (CTRL; 1.0: off; default: "
+        "the pipeline's)",
+    )
+
+
+def _add_decoding_options(parser, default_strategy: str | None) -> None:
+    parser.add_argument(
+        "--strategy",
+        choices=("greedy", "beam", "sample"),
+        default=default_strategy,
+        help=f"decoding strategy (default: {default_strategy or 'the pipeline default, see README'})",
+    )
+    parser.add_argument(
+        "--beam-size", type=positive_int, default=5, help="beams for --strategy beam (default: 5)"
+    )
+    parser.add_argument(
+        "--max-length", type=positive_int, default=100, help="longest output in tokens (default: 100)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    _add_repetition_options(parser)
+    add_device_option(parser)
+
+
+def _repetition(args) -> dict:
+    """The repetition options the user gave (the pipeline's defaults stand for the others)."""
+    options = {
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "repetition_penalty": args.repetition_penalty,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def add_parsers(commands) -> None:
+    sample = commands.add_parser("sample", help="sample sentences from the prior")
+    add_run_argument(sample)
+    sample.add_argument(
+        "-n", "--num-samples", type=positive_int, default=10, help="number of sentences (default: 10)"
+    )
+    sample.add_argument(
+        "--prior",
+        choices=("standard", "aggregate"),
+        default="standard",
+        help="standard: z ~ N(0, I); aggregate: the mixture fitted to the training set's posterior means "
+        "(textvae fit-prior), fluent when the model keeps many nats in z (default: standard)",
+    )
+    sample.add_argument(
+        "--temperature", type=positive_float, default=1.0, help="softmax temperature (default: 1.0)"
+    )
+    sample.add_argument(
+        "--top-k", type=non_negative_int, default=0, help="keep the k most likely tokens (0: all)"
+    )
+    sample.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass (1.0: all)")
+    sample.add_argument(
+        "--greedy", action="store_true", help="decode each prior z greedily instead of sampling words"
+    )
+    sample.add_argument(
+        "--max-length", type=positive_int, default=100, help="longest output in tokens (default: 100)"
+    )
+    sample.add_argument("--seed", type=int, default=None, help="random seed")
+    _add_repetition_options(sample)
+    add_device_option(sample)
+    sample.set_defaults(handler=run_sample)
+
+    reconstruct = commands.add_parser("reconstruct", help="decode sentences from their posterior mean")
+    add_run_argument(reconstruct)
+    add_sentence_input(reconstruct)
+    _add_decoding_options(reconstruct, None)
+    reconstruct.set_defaults(handler=run_reconstruct)
+
+    interpolate = commands.add_parser("interpolate", help="decode points on the path between two sentences")
+    add_run_argument(interpolate)
+    interpolate.add_argument("start", help="first sentence")
+    interpolate.add_argument("end", help="last sentence")
+    interpolate.add_argument(
+        "--steps", type=int, default=5, help="points on the path, endpoints included (default: 5)"
+    )
+    interpolate.add_argument(
+        "--method",
+        choices=("lerp", "slerp"),
+        default="lerp",
+        help="linear or spherical interpolation (default: lerp)",
+    )
+    interpolate.add_argument(
+        "--json",
+        action="store_true",
+        help="print the path as JSON (each step with t and its similarity to the ends)",
+    )
+    _add_decoding_options(interpolate, None)
+    interpolate.set_defaults(handler=run_interpolate)
+
+    encode = commands.add_parser("encode", help="write the posterior of each sentence as vectors")
+    add_run_argument(encode)
+    add_sentence_input(encode)
+    encode.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="OUT.npy (mu, shape N x latent_dim) or OUT.jsonl (sentence, mu, logvar)",
+    )
+    encode.add_argument("--force", action="store_true", help="replace --output if it exists")
+    add_device_option(encode)
+    encode.set_defaults(handler=run_encode)
+
+
+def run_sample(args) -> None:
+    pipeline = load_pipeline(args)
+    for line in pipeline.sample(
+        args.num_samples,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+        "greedy" if args.greedy else "sample",
+        args.max_length,
+        prior=args.prior,
+        **_repetition(args),
+    ):
+        print(line)
+
+
+def _decoding(args) -> dict:
+    options = {"beam_size": args.beam_size, "max_length": args.max_length, **_repetition(args)}
+    if args.strategy is not None:
+        options["strategy"] = args.strategy
+    return options
+
+
+def run_reconstruct(args) -> None:
+    sentences = read_sentences(args)
+    for line in load_pipeline(args).reconstruct(sentences, seed=args.seed, **_decoding(args)):
+        print(line)
+
+
+def run_interpolate(args) -> None:
+    path = load_pipeline(args).interpolation_path(
+        args.start, args.end, args.steps, args.method, **_decoding(args)
+    )
+    if args.json:
+        print(json.dumps(path, indent=2))
+        return
+    print(f"start: {path['start']}")
+    print(f"end:   {path['end']}")
+    count = len(path["path"])
+    for point in path["path"]:
+        where = {1: ", start", count: ", end"}.get(point["step"], "")
+        print(f"  step {point['step']}/{count} (t={point['t']:.2f}{where}): {point['sentence']}")
+
+
+def run_encode(args) -> None:
+    import numpy as np
+
+    output = check_output_file(args.output, (".npy", ".jsonl"), args.force)
+    sentences = read_sentences(args)
+    mu, logvar = load_pipeline(args).encode(sentences)
+    if output.suffix == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, mu.numpy())
+        write_text_atomically(output, buffer.getvalue())
+    else:
+        rows = zip(sentences, mu.tolist(), logvar.tolist(), strict=True)
+        write_text_atomically(
+            output, "".join(json.dumps({"sentence": s, "mu": m, "logvar": lv}) + "\n" for s, m, lv in rows)
+        )
+    print(f"wrote {len(sentences)} vectors of size {mu.size(1)} to {output}")
