@@ -35,7 +35,17 @@ COLUMNS = (
     ("au", "AU", "{:d}"),
     ("recon_bleu", "recon BLEU", "{:.2f}"),
     ("self_bleu", "self-BLEU", "{:.2f}"),
+    ("forward_ppl", "fwd PPL N(0,I)", "{:.1f}"),
+    ("forward_ppl_aggregate", "fwd PPL aggr.", "{:.1f}"),
+    ("interp_endpoint_bleu", "interp end BLEU", "{:.2f}"),
+    ("interp_monotonicity", "interp monot.", "{:.3f}"),
+    ("interp_distinct", "interp distinct", "{:.3f}"),
+    ("interp_forward_ppl", "interp fwd PPL", "{:.1f}"),
 )
+# The rate-fidelity table (the rows rate_*.yaml) and the language model of their decoder, which is also
+# the reference language model of every row's forward PPL.
+RATE_ROWS = "rate"
+REFERENCE_ROW = "6_lm"
 PUBLISHED = """| system (PTB **test**, from ../shared/BENCHMARKS.md) | rec | KL | -ELBO | NLL / PPL |
 | --- | --- | --- | --- | --- |
 | Bowman et al. 2016, LSTM VAE | ≈ 99 | ≈ 2 | ≈ 101 | |
@@ -50,7 +60,10 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--rows", default="all", help="'all' or comma-separated row numbers (6: 6_best and 6_lm) or names"
+        "--rows",
+        default="all",
+        help="'all', 'rate' (the rate-fidelity rows and 6_lm), or comma-separated row numbers (6: 6_best and "
+        "6_lm) or names",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/ptb_table"))
     parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
@@ -61,6 +74,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--limit", type=int, default=None, help="evaluate on the first N valid sentences only"
     )
+    parser.add_argument(
+        "--reference-lm",
+        type=Path,
+        default=None,
+        help=f"language model run for forward PPL (default: the table's {REFERENCE_ROW} run, trained first)",
+    )
+    parser.add_argument("--interpolation-pairs", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args()
@@ -70,6 +90,8 @@ def select_rows(spec: str) -> list[Path]:
     rows = sorted(ROW_DIR.glob("*.yaml"))
     if spec == "all":
         return rows
+    if spec == RATE_ROWS:
+        return [row for row in rows if row.stem.startswith("rate_") or row.stem == REFERENCE_ROW]
     wanted = spec.split(",")
     matches = {name: [row for row in rows if name in (row.stem, row.stem.split("_")[0])] for name in wanted}
     unknown = [name for name, found in matches.items() if not found]
@@ -120,6 +142,15 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
     train(config, output_dir=run_dir, overwrite=True)
 
 
+def reference_lm(args: argparse.Namespace) -> Path:
+    """The reference language model of forward PPL: --reference-lm, or the table's own, trained first."""
+    if args.reference_lm is not None:
+        return args.reference_lm
+    run_dir = args.output_dir / REFERENCE_ROW
+    train_row(ROW_DIR / f"{REFERENCE_ROW}.yaml", run_dir, args)
+    return run_dir
+
+
 def run_row(path: Path, args: argparse.Namespace) -> dict:
     run_dir = args.output_dir / path.stem
     train_row(path, run_dir, args)
@@ -128,6 +159,7 @@ def run_row(path: Path, args: argparse.Namespace) -> dict:
     results = evaluate_run(
         run_dir, "ptb", args.data_dir, "validation", limit=args.limit, device=device,
         iw_samples=args.iw_samples, show_progress=not args.no_progress,
+        reference_lm=reference_lm(args), interpolation_pairs=args.interpolation_pairs,
     )  # fmt: skip
     results.pop("au_variances", None)
     model = load_model(run_dir)

@@ -67,6 +67,9 @@ def test_script_trains_evaluates_and_writes_the_table(ptb_table, tiny_ptb, tmp_p
     lm, vae = rows
     assert lm["iw_samples"] is None and lm["kl"] == 0.0 and lm["mi"] is None  # exact NLL, no latent
     assert vae["iw_samples"] == 3 and vae["nll"] <= vae["neg_elbo"] + 1.0
+    # Forward PPL under the table's own reference language model (6_lm, trained first), for each prior.
+    assert vae["forward_ppl"] > 1 and vae["forward_ppl_aggregate"] > 1 and lm["forward_ppl"] is None
+    assert 0 <= vae["interp_monotonicity"] <= 1 and (output / "6_lm" / "model.safetensors").is_file()
     for row in rows:
         assert row["epochs"] == 2 and row["num_sentences"] == 6 and row["parameters"] > 0
     table = (output / "results.md").read_text()

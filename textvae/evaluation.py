@@ -27,7 +27,7 @@ from .tokenization import decode_ids
 logger = logging.getLogger(__name__)
 
 # Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
-_STREAMS = ("elbo", "iw", "mi", "prior")
+_STREAMS = ("elbo", "iw", "mi", "prior", "forward", "interpolation")
 # Most float64 elements of one (rows, N, Z) block of the aggregate posterior in `mutual_information`.
 _MI_BLOCK_ELEMENTS = 1 << 22
 
@@ -237,6 +237,43 @@ def _diversity_results(model, tokenizer, options: dict, generator: torch.Generat
     return results
 
 
+def _generation_results(
+    model, tokenizer, totals, generators, tokenize, reference, priors, count, pairs, steps, max_length
+) -> dict:
+    """Forward PPL of greedy decodings of prior samples (one key per prior) and interpolation metrics."""
+    from .generation_metrics import decode_prior_samples, forward_ppl, interpolation_results
+
+    results = {"num_forward_samples": count if reference is not None else None}
+    for kind in ("standard", "aggregate"):
+        key = "forward_ppl" if kind == "standard" else "forward_ppl_aggregate"
+        prior = (priors or {}).get(kind)
+        results[key] = None
+        if reference is not None and prior is not None and model.config.has_latent and count:
+            generator = torch.Generator().manual_seed(generators["forward"].initial_seed())
+            samples = decode_prior_samples(model, tokenizer, prior, count, generator, max_length=max_length)
+            results[key] = forward_ppl(*reference, samples)
+    keys = ("interp_endpoint_bleu", "interp_monotonicity", "interp_distinct", "interp_forward_ppl")
+    results.update(dict.fromkeys(keys), interpolation_pairs=None, interpolation_steps=None)
+    if model.config.has_latent and pairs and totals["references"]:
+        mu = torch.cat(totals["mu"]).float()  # (N, Z), the order of `references`
+        generator = torch.Generator().manual_seed(generators["interpolation"].initial_seed())
+        results.update(
+            interpolation_results(
+                model,
+                tokenizer,
+                totals["references"],
+                mu,
+                pairs,
+                steps,
+                generator,
+                tokenize,
+                reference,
+                max_length,
+            )
+        )
+    return results
+
+
 def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | None) -> dict:
     """Per-sentence means and perplexities from the split's sums (BENCHMARKS.md)."""
     count, num_tokens = len(split), split.num_target_tokens()
@@ -260,6 +297,11 @@ def _check_options(split: TokenizedSplit, options: dict) -> None:
     for name in ("iw_samples", "batch_size", "iw_chunk_size", "max_length"):
         if not isinstance(options[name], int) or options[name] < 1:
             raise ValueError(f"{name} must be a positive integer, got {options[name]!r}")
+    for name in ("num_diversity_samples", "num_forward_samples", "interpolation_pairs"):
+        if not isinstance(options[name], int) or options[name] < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {options[name]!r}")
+    if options["interpolation_pairs"] and options["interpolation_steps"] < 3:
+        raise ValueError(f"interpolation steps must be at least 3, got {options['interpolation_steps']}")
     if options["num_diversity_samples"] < 0:
         raise ValueError(f"num_diversity_samples must be >= 0, got {options['num_diversity_samples']}")
 
@@ -278,6 +320,11 @@ def evaluate(
     seed: int = 0,
     show_progress: bool = True,
     compute_bleu: bool = True,
+    reference_lm=None,
+    priors: dict | None = None,
+    num_forward_samples: int = 1000,
+    interpolation_pairs: int = 100,
+    interpolation_steps: int = 5,
 ) -> dict:
     """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
 
@@ -300,6 +347,8 @@ def evaluate(
     options = dict(
         iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
         num_diversity_samples=num_diversity_samples, show_progress=show_progress, compute_bleu=compute_bleu,
+        num_forward_samples=num_forward_samples, interpolation_pairs=interpolation_pairs,
+        interpolation_steps=interpolation_steps,
     )  # fmt: skip
     _check_options(split, options)
     has_latent = model.config.has_latent
@@ -307,10 +356,14 @@ def evaluate(
     generators = _generators(seed, next(model.parameters()).device)
     was_training = model.training
     model.eval()
+    generation_options = (reference_lm, priors, num_forward_samples, interpolation_pairs, interpolation_steps)
     try:
         with torch.no_grad():
             totals = _score_split(model, tokenizer, split, options, generators)
             diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
+            generation = _generation_results(
+                model, tokenizer, totals, generators, tokenize, *generation_options, max_length
+            )
     finally:
         model.train(was_training)
     results = _likelihood_results(totals, split, iw_samples if has_latent else None)
@@ -321,6 +374,7 @@ def evaluate(
             totals["hypotheses"], totals["references"], tokenize
         )
     results.update(diversity)
+    results.update(generation)
     results["seed"] = seed
     logger.info("evaluated %d sentences: nll %.3f, ppl %.2f", len(split), results["nll"], results["ppl"])
     return results
@@ -344,6 +398,15 @@ _TABLE_ROWS = (
     ("distinct_1", "distinct-1", "{:.4f}"),
     ("distinct_2", "distinct-2", "{:.4f}"),
     ("num_diversity_samples", "  prior samples", "{:d}"),
+    ("forward_ppl", "forward PPL, N(0, I) samples", "{:.2f}"),
+    ("forward_ppl_aggregate", "forward PPL, aggregate prior", "{:.2f}"),
+    ("num_forward_samples", "  samples (greedy from z)", "{:d}"),
+    ("interp_endpoint_bleu", "interpolation endpoint BLEU", "{:.2f}"),
+    ("interp_monotonicity", "interpolation monotonicity", "{:.3f}"),
+    ("interp_distinct", "interpolation distinct", "{:.3f}"),
+    ("interp_forward_ppl", "interpolation forward PPL", "{:.2f}"),
+    ("interpolation_pairs", "  pairs", "{:d}"),
+    ("interpolation_steps", "  steps", "{:d}"),
     ("seed", "seed", "{:d}"),
     ("bleu_signature", "BLEU signature", "{}"),
 )
@@ -367,6 +430,7 @@ def evaluate_run(
     split: str = "validation",
     *,
     text_column: str | None = None,
+    reference_lm: str | Path | None = None,
     limit: int | None = None,
     device: str | None = None,
     save: bool = True,
@@ -377,7 +441,9 @@ def evaluate_run(
     data: a named corpus, folder or Hub id, of which `split` is read; or a file (text, CSV, TSV or JSONL,
     `text_column` naming the column of the last three), which is evaluated whole, every sentence of it
     (`split` is then "file"). A named corpus without a validation split is cut with the run's own seed and
-    fraction, so it is evaluated on exactly the sentences training held out. `options` go to `evaluate`.
+    fraction, so it is evaluated on exactly the sentences training held out. `reference_lm`: a textvae
+    language model run for the forward PPL of prior samples (N(0, I) and, when the run has one, the
+    aggregate prior) and of interpolation steps. `options` go to `evaluate`.
     """
     from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json, write_json
     from .data import load_corpus, read_sentence_file, tokenize_corpus
@@ -386,6 +452,16 @@ def evaluate_run(
     split = "validation" if split == "valid" else split
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, encoder_tokenizer = load_run(run, device)
+    if reference_lm is not None:
+        from .generation_metrics import load_reference_lm
+
+        options["reference_lm"] = load_reference_lm(reference_lm, tokenizer, device)
+    if model.config.has_latent:
+        from .priors import PRIOR_CONFIG_NAME, StandardPrior, load_prior
+
+        options["priors"] = {"standard": StandardPrior(model.config.latent_dim)}
+        if (Path(run) / PRIOR_CONFIG_NAME).is_file():
+            options["priors"]["aggregate"] = load_prior(run, "aggregate", model.config.latent_dim)
     if Path(data).is_file():
         texts, _ = read_sentence_file(data, text_column=text_column)
         split = "file"

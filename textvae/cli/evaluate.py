@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from .common import add_device_option, add_run_argument, finite_float, positive_int, quiet_libraries
+from .common import (
+    add_device_option,
+    add_run_argument,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    quiet_libraries,
+)
 
 
 def add_parsers(commands) -> None:
@@ -56,6 +63,31 @@ def add_parsers(commands) -> None:
     evaluate.add_argument(
         "--limit", type=positive_int, default=None, help="evaluate only the first N sentences"
     )
+    evaluate.add_argument(
+        "--reference-lm",
+        metavar="RUN",
+        default=None,
+        help="a textvae language model (--latent-dim 0) of the same tokenizer: forward PPL of prior samples "
+        "(each prior) and of interpolation steps under it (Zhao et al. 2018)",
+    )
+    evaluate.add_argument(
+        "--forward-samples",
+        type=positive_int,
+        default=1000,
+        help="prior samples for the forward PPL (default: 1000)",
+    )
+    evaluate.add_argument(
+        "--interpolation-pairs",
+        type=non_negative_int,
+        default=100,
+        help="random pairs of sentences to interpolate between (0: none; default: 100)",
+    )
+    evaluate.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="points on each interpolation path, ends included, >= 3 (default: 5)",
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     add_device_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -63,6 +95,8 @@ def add_parsers(commands) -> None:
 
 
 def run_evaluate(args) -> None:
+    if args.interpolation_pairs and args.steps < 3:
+        raise ValueError(f"--steps must be at least 3 (two ends and a point between), got {args.steps}")
     quiet_libraries()
     from ..evaluation import evaluate_run, format_results
 
@@ -76,6 +110,10 @@ def run_evaluate(args) -> None:
         batch_size=args.batch_size,
         au_threshold=args.au_threshold,
         num_diversity_samples=args.diversity_samples,
+        reference_lm=args.reference_lm,
+        num_forward_samples=args.forward_samples,
+        interpolation_pairs=args.interpolation_pairs,
+        interpolation_steps=args.steps,
         limit=args.limit,
         seed=args.seed,
         device=args.device,
