@@ -26,7 +26,9 @@ def tokenizer():
 def test_forward_ppl_of_real_sentences_equals_the_reference_models_own_ppl(tokenizer):
     language_model = make_model(tokenizer, seed=3, latent_dim=0)
     own = evaluate(language_model, tokenizer, make_split(tokenizer), **QUICK)["ppl"]
-    assert forward_ppl(language_model, tokenizer, TEXTS, batch_size=3) == pytest.approx(own, rel=1e-6)  # float32 sums
+    assert forward_ppl(language_model, tokenizer, TEXTS, batch_size=3) == pytest.approx(
+        own, rel=1e-6
+    )  # float32 sums
 
 
 def test_an_empty_generated_sentence_counts_as_its_eos(tokenizer):
