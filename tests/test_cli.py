@@ -122,7 +122,7 @@ def test_help_documents_every_command(capsys):
         options = re.split(r"\n  (?=-)", out)
         assert all(option.count("(default:") <= 1 for option in options), command
         if command == "train":
-            assert any("--max-length" in option and "(default: no limit)" in option for option in options)
+            assert any("--max-length" in option and "(default: 128)" in option for option in options)
 
 
 def bad_inputs(tmp_path, run, corpus_file):
