@@ -36,6 +36,17 @@ def peak_rss_gib() -> float:
     return peak / 2**30 if platform.system() == "Darwin" else peak / 2**20
 
 
+def resident_gib() -> dict:
+    """Resident memory now, anonymous (the heap) and file-backed (mapped files, such as Arrow caches)."""
+    fields = {"RssAnon:": "anonymous_rss_gib", "RssFile:": "file_rss_gib"}
+    values = {}
+    if Path("/proc/self/status").is_file():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.split()[0] in fields:
+                values[fields[line.split()[0]]] = int(line.split()[1]) / 2**20
+    return values
+
+
 def write_corpus(source: Path, size: int, path: Path) -> None:
     """`size` lines: the lines of `source` over and over."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -61,7 +72,12 @@ def prepare(path: str) -> dict:
     def timed(name, function):
         wall, cpu = time.perf_counter(), time.process_time()
         result = function()
-        report["stages"][name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        report["stages"][name] = {
+            "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu,
+            "peak_rss_gib": peak_rss_gib(),
+            **resident_gib(),
+        }
         return result
 
     corpus = timed("load", lambda: load_corpus(path, **config.corpus_options()))

@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
+from datasets.fingerprint import generate_random_fingerprint
 from datasets.utils.tqdm import are_progress_bars_disabled
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
@@ -294,7 +295,9 @@ def _tokenized_dataset(parts: list) -> datasets.Dataset:
     columns = {"input_ids": input_ids, "length": pa.array(lengths.astype(np.int32))}
     if parts and parts[0][1] is not None:
         columns["encoder_input_ids"] = _list_array([part[1] for part in parts])[0]
-    return datasets.Dataset(pa.table(columns))
+    # A fingerprint of our own: datasets would otherwise pickle the whole table to hash it (seconds, and
+    # four times the table's size in memory).
+    return datasets.Dataset(pa.table(columns), fingerprint=generate_random_fingerprint())
 
 
 class LengthBucketSampler(Sampler[list[int]]):
