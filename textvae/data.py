@@ -235,6 +235,8 @@ def tokenize_corpus(
                     overlong_count += count
                 parts.append((_add_bos_eos(ids, lengths, tokenizer), encoder))
                 progress.update(len(texts))
+                del texts
+                pa.default_memory_pool().release_unused()  # what the string kernels freed (see arrow_table)
         if overlong_count:
             logger.warning(
                 "%s %d of %d %s sentences longer than %d tokens; --max-length / --overlong change this",
