@@ -198,6 +198,19 @@ def test_packed_sequences_index_slice_and_pad_like_lists():
         PackedSequences(np.zeros(3, dtype=np.int32), np.array([0, 2]))
 
 
+@pytest.mark.parametrize("list_type", ["list", "large_list"])
+def test_packed_sequences_from_sliced_and_chunked_arrow(list_type):
+    import pyarrow as pa
+
+    sequences = [[1, 5, 2], [1, 2], [1, 7, 8, 2], [1, 4, 2], [1, 9, 9, 9, 2]]
+    kind = pa.list_(pa.int64()) if list_type == "list" else pa.large_list(pa.int64())  # int64: copied
+    column = pa.chunked_array([pa.array(sequences[:2], kind), pa.array(sequences[2:], kind)]).slice(1, 3)
+    packed = PackedSequences.from_arrow(column)
+    assert [ids.tolist() for ids in packed] == sequences[1:4] and packed.values.dtype == np.int32
+    single = PackedSequences.from_arrow(pa.array(sequences, pa.list_(pa.int32())).slice(2))
+    assert [ids.tolist() for ids in single] == sequences[2:]
+
+
 def tokenize_reference(tokenizer, texts):
     """The ids tokenize_corpus gave with Python lists: [BOS] + tokenizer(text) + [EOS]."""
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
