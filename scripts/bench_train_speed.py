@@ -26,6 +26,13 @@ baseline computes 60 positions per sentence, PTB train has 22.1 predicted tokens
 so the ratio's natural ceiling is about 2.7x; textvae's fused projection and loss
 (`RecurrentDecoder.token_loss`) is what brings it to about that ceiling despite its larger fixed costs.
 
+Against the hardware: the same run also times fp32 matrix products on the same device with the same
+thread count, in turns between the training chunks: square 1024 x 1024 products (the peak) and the
+model's vocabulary projection, (real tokens of a batch) x 256 times 256 x 10,002. Model FLOPs per second
+= real tokens per second x model FLOPs per real token (`model_flops`, matrix products only), and model
+FLOPs utilisation (MFU) = that / the square-product peak. Both variants are credited with the model
+FLOPs of the real tokens only, so the baseline's padding shows as a lower utilisation.
+
     python scripts/bench_train_speed.py --steps 300 --threads 2 --json runs/bench_train_speed.json
 """
 
@@ -51,6 +58,29 @@ EMBEDDING_DROPOUT = 0.5  # Sentence-VAE's --embedding_dropout
 LEARNING_RATE = 1e-3
 MAX_GRAD_NORM = 5.0
 VARIANTS = ("textvae", "baseline")
+SQUARE_SIZE = 1024  # the square matrix products that measure the peak
+
+
+def model_flops(tokens: int, sentences: int, vocab_size: int) -> float:
+    """Model FLOPs of training on `sentences` sentences holding `tokens` predicted (real) tokens.
+
+    Matrix products only, 2 FLOPs a multiply-add, real tokens only (padding is waste, not work); forward:
+    - GRU encoder, 2 * 3H * (E + H) a position it reads: BOS, words, EOS = tokens + sentences positions;
+    - GRU decoder, the same per input position: BOS, words = tokens positions;
+    - vocabulary projection, 2 * H * V a predicted token (words, EOS);
+    - per sentence, the posterior (H -> 2Z) and z -> initial state (Z -> H): 2 * 3 * H * Z.
+    A training step costs ~3x its forward: the backward computes the gradients of both the inputs and
+    the weights of every product, twice the forward's products (Kaplan et al. 2020, Sec. 2.1).
+    Embedding lookups, gates, softmax and Adam are not counted.
+    """
+    recurrent = 2 * 3 * HIDDEN_SIZE * (EMBEDDING_SIZE + HIDDEN_SIZE)
+    forward = (
+        recurrent * (tokens + sentences)
+        + recurrent * tokens
+        + 2 * HIDDEN_SIZE * vocab_size * tokens
+        + 2 * 3 * HIDDEN_SIZE * LATENT_SIZE * sentences
+    )
+    return 3.0 * forward
 
 
 class SentenceVAEBaseline(nn.Module):
@@ -89,8 +119,8 @@ class SentenceVAEBaseline(nn.Module):
         return (nll + kl) / batch_size
 
 
-def load_ptb(data_dir: str) -> tuple[list[list[int]], int, int]:
-    """PTB train as `[BOS] + words[:59] + [EOS]` id lists, the vocabulary size and the pad id."""
+def load_ptb(data_dir: str):
+    """PTB train as `[BOS] + words[:59] + [EOS]` ids (`PackedSequences`), the vocabulary size, the pad id."""
     from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
     from textvae.tokenization import train_word_tokenizer
 
@@ -102,8 +132,8 @@ def load_ptb(data_dir: str) -> tuple[list[list[int]], int, int]:
     return split.input_ids, len(tokenizer), tokenizer.pad_token_id
 
 
-def textvae_batches(sentences: list[list[int]], pad_token_id: int, batch_size: int, seed: int) -> Iterator:
-    """Endless length-bucketed batches, as textvae trains: yields (batch dict, predicted tokens)."""
+def textvae_batches(sentences, pad_token_id: int, batch_size: int, seed: int) -> Iterator:
+    """Endless length-bucketed batches, as textvae trains: yields (batch dict, predicted tokens, size)."""
     from textvae.data import LengthBucketSampler, TokenizedSplit, collate
 
     split = TokenizedSplit(input_ids=sentences)
@@ -113,12 +143,12 @@ def textvae_batches(sentences: list[list[int]], pad_token_id: int, batch_size: i
         sampler.set_epoch(epoch)
         for indices in sampler:
             batch = collate(split, indices, pad_token_id)
-            yield batch, int(batch["attention_mask"][:, 1:].sum())
+            yield batch, int(batch["attention_mask"][:, 1:].sum()), len(indices)
         epoch += 1
 
 
-def baseline_batches(sentences: list[list[int]], pad_token_id: int, batch_size: int, seed: int) -> Iterator:
-    """Endless random batches padded to 60, as Sentence-VAE trains: yields ((input, target), tokens)."""
+def baseline_batches(sentences, pad_token_id: int, batch_size: int, seed: int) -> Iterator:
+    """Endless random batches padded to 60, as Sentence-VAE trains: yields ((input, target), tokens, size)."""
     inputs = torch.full((len(sentences), MAX_SEQUENCE_LENGTH), pad_token_id, dtype=torch.long)
     targets = torch.full((len(sentences), MAX_SEQUENCE_LENGTH), pad_token_id, dtype=torch.long)
     for row, ids in enumerate(sentences):
@@ -130,7 +160,7 @@ def baseline_batches(sentences: list[list[int]], pad_token_id: int, batch_size: 
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             target = targets[index]
-            yield (inputs[index], target), int((target != pad_token_id).sum())
+            yield (inputs[index], target), int((target != pad_token_id).sum()), len(index)
 
 
 def build_step(
@@ -201,15 +231,16 @@ def worker(
         torch.cuda.reset_peak_memory_stats(device)
     conn.send("ready")
     while (steps := conn.recv()) is not None:
-        tokens = 0
+        tokens = sentences = 0
         start = time.perf_counter()
         for _ in range(steps):
-            batch, count = next(batches)
+            batch, count, size = next(batches)
             step(batch)
             tokens += count
+            sentences += size
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        conn.send((time.perf_counter() - start, tokens))
+        conn.send((time.perf_counter() - start, tokens, sentences))
     report = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "setup_rss_mib": setup_rss,
@@ -218,6 +249,47 @@ def worker(
     if device.type == "cuda":
         report["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     conn.send(report)
+
+
+class MatmulTimer:
+    """fp32 matrix products on `device` with this process's threads: FLOPs and seconds, in turns."""
+
+    def __init__(self, device: torch.device, projection_rows: int, vocab_size: int):
+        generator = torch.Generator().manual_seed(0)
+        square = [torch.randn(SQUARE_SIZE, SQUARE_SIZE, generator=generator).to(device) for _ in range(2)]
+        features = torch.randn(projection_rows, HIDDEN_SIZE, generator=generator).to(device)
+        weight = torch.randn(vocab_size, HIDDEN_SIZE, generator=generator).to(device)
+        bias = torch.zeros(vocab_size, device=device)
+        self.device = device
+        self.shapes = {
+            "square": (lambda: torch.mm(*square), 2.0 * SQUARE_SIZE**3),
+            # The projection as textvae's loss computes it: addmm of (N, H) by (H, V), plus the bias.
+            "projection": (
+                lambda: torch.addmm(bias, features, weight.t()),
+                2.0 * projection_rows * HIDDEN_SIZE * vocab_size,
+            ),
+        }
+        self.totals = {name: [0.0, 0.0] for name in self.shapes}  # seconds, FLOPs
+        for name in self.shapes:
+            self.time(name, 0.2)  # warm-up: thread pool, caches, lazy initialisation
+
+    def time(self, name: str, seconds: float) -> None:
+        """Run `name` products for about `seconds` and add them to its totals."""
+        product, flops = self.shapes[name]
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(4):
+                product()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            count += 4
+        elapsed = time.perf_counter() - start
+        self.totals[name][0] += elapsed
+        self.totals[name][1] += count * flops
+
+    def flops_per_second(self, name: str) -> float:
+        seconds, flops = self.totals[name]
+        return flops / seconds
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -234,7 +306,11 @@ def run(args: argparse.Namespace) -> dict:
         conns[variant], processes[variant] = parent_end, process
     for variant in VARIANTS:
         assert conns[variant].recv() == "ready"
-    totals = {variant: [0.0, 0] for variant in VARIANTS}
+    # The matrix products run here, between the turns, with the workers' thread count and device.
+    torch.set_num_threads(args.threads)
+    mean_tokens = float((sentences.lengths - 1).mean()) * args.batch_size
+    matmul = MatmulTimer(torch.device(args.device), round(mean_tokens), vocab_size)
+    totals = {variant: [0.0, 0, 0] for variant in VARIANTS}
     done = 0
     while done < args.steps:
         steps = min(args.chunk_steps, args.steps - done)
@@ -242,27 +318,37 @@ def run(args: argparse.Namespace) -> dict:
         order = VARIANTS if (done // args.chunk_steps) % 2 == 0 else VARIANTS[::-1]
         for variant in order:
             conns[variant].send(steps)
-            seconds, tokens = conns[variant].recv()
+            seconds, tokens, count = conns[variant].recv()
             totals[variant][0] += seconds
             totals[variant][1] += tokens
+            totals[variant][2] += count
+        for name in matmul.shapes:
+            matmul.time(name, args.matmul_seconds)
         done += steps
     results = {}
     for variant in VARIANTS:
         conns[variant].send(None)
         report = conns[variant].recv()
         processes[variant].join()
-        seconds, tokens = totals[variant]
+        seconds, tokens, count = totals[variant]
+        flops_per_second = model_flops(tokens, count, vocab_size) / seconds
         results[variant] = {
             "tokens_per_second": tokens / seconds,
             "seconds": seconds,
             "tokens": tokens,
+            "sentences": count,
             "steps": args.steps,
+            "model_flops_per_token": model_flops(tokens, count, vocab_size) / tokens,
+            "model_flops_per_second": flops_per_second,
+            "mfu": flops_per_second / matmul.flops_per_second("square"),
             **report,
         }
     return {
         "vocab_size": vocab_size,
         "results": results,
         "speedup": results["textvae"]["tokens_per_second"] / results["baseline"]["tokens_per_second"],
+        "matmul_flops_per_second": {name: matmul.flops_per_second(name) for name in matmul.shapes},
+        "projection_rows": round(mean_tokens),
         "settings": {**vars(args), "torch": torch.__version__},
     }
 
@@ -282,6 +368,9 @@ def main() -> None:
         action="store_true",
         help="fused Adam for the baseline too (textvae's trainer always fuses)",
     )
+    parser.add_argument(
+        "--matmul-seconds", type=float, default=0.5, help="seconds of each matrix product per turn"
+    )
     parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     args = parser.parse_args()
     measurements = run(args)
@@ -289,9 +378,17 @@ def main() -> None:
         f"PTB, vocabulary {measurements['vocab_size']}, batch {args.batch_size}, device {args.device}, "
         f"{args.threads} threads, {args.steps} timed steps each"
     )
+    peaks = measurements["matmul_flops_per_second"]
+    print(
+        f"fp32 matrix products: {SQUARE_SIZE} x {SQUARE_SIZE} squares {peaks['square'] / 1e9:.1f} GFLOP/s (the "
+        f"peak); projection {measurements['projection_rows']} x {HIDDEN_SIZE} x {measurements['vocab_size']} "
+        f"{peaks['projection'] / 1e9:.1f} GFLOP/s"
+    )
     for variant, result in measurements["results"].items():
         line = (
             f"{variant:>8}: {result['tokens_per_second']:8.0f} real tokens/s, "
+            f"{result['model_flops_per_token'] / 1e6:.1f} MFLOP/token, "
+            f"{result['model_flops_per_second'] / 1e9:.1f} model GFLOP/s, MFU {result['mfu']:.0%}, "
             f"{result['parameters'] / 1e6:.1f}M parameters, "
             f"peak RSS {result['peak_rss_mib']:6.0f} MiB (after setup {result['setup_rss_mib']:.0f} MiB)"
         )

@@ -6,12 +6,22 @@ import logging
 
 import datasets
 import huggingface_hub
+import numpy as np
 import pytest
+import torch
 
-from textvae.data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
-from textvae.tokenization import train_word_tokenizer
+from textvae.data import (
+    LengthBucketSampler,
+    PackedSequences,
+    TokenizedSplit,
+    collate,
+    load_corpus,
+    tokenize_corpus,
+)
+from textvae.tokenization import WordLookup, encode_texts, train_tokenizer, train_word_tokenizer
+from textvae.training_config import TrainConfig
 
-from .helpers import PTB_DIR
+from .helpers import PTB_DIR, make_sentences
 
 
 def test_text_file_gets_a_seeded_validation_split(corpus_file):
@@ -130,3 +140,187 @@ def test_ptb_splits_and_token_counts():
     tokenizer = train_word_tokenizer(corpus["train"]["text"])
     validation = TokenizedSplit.from_dataset(tokenize_corpus(corpus, tokenizer)["validation"])
     assert validation.num_target_tokens() == 73_760  # BENCHMARKS.md: words + one EOS per sentence
+
+
+# Token storage: flat int32 ids with int64 offsets must give exactly what lists of ids gave.
+
+
+def reference_batches(lengths, batch_size, shuffle, seed, epoch, pool_batches):
+    """LengthBucketSampler.batches as it was with Python lists and sorted(), for comparison."""
+    count = len(lengths)
+    if not shuffle:
+        order = sorted(range(count), key=lambda i: lengths[i])
+        return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(count, generator=generator).tolist()
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, count, pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    permutation = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in permutation]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize(
+    "count, batch_size, pool_batches", [(1000, 10, 20), (37, 4, 3), (5, 8, 100), (0, 3, 2)]
+)
+def test_bucketing_gives_the_same_batches_for_list_and_array_lengths(
+    shuffle, count, batch_size, pool_batches
+):
+    lengths = [(i * 7919) % 13 + 3 for i in range(count)]  # many ties: their order must be kept too
+    for seed, epoch in ((0, 0), (3, 1)):
+        expected = reference_batches(lengths, batch_size, shuffle, seed, epoch, pool_batches)
+        for given in (lengths, np.array(lengths), np.array(lengths, dtype=np.int32)):
+            sampler = LengthBucketSampler(
+                given, batch_size, shuffle=shuffle, seed=seed, pool_batches=pool_batches
+            )
+            sampler.set_epoch(epoch)
+            assert sampler.batches() == expected
+            assert list(sampler) == expected and sampler.num_batches == len(expected)
+
+
+def test_packed_sequences_index_slice_and_pad_like_lists():
+    sequences = [[1, 5, 2], [1, 2], [1, 7, 8, 9, 6, 2], [1, 4, 2]]
+    packed = PackedSequences.from_lists(sequences)
+    assert packed.values.dtype == np.int32 and packed.offsets.dtype == np.int64
+    assert [ids.tolist() for ids in packed] == sequences and packed[-1].tolist() == sequences[-1]
+    assert [ids.tolist() for ids in packed[1:3]] == sequences[1:3] and len(packed[3:1]) == 0
+    assert packed.lengths.tolist() == [3, 2, 6, 3]
+    with pytest.raises(IndexError):
+        packed[4]
+    ids, mask = packed.pad([2, 0, 1], pad_token_id=0)
+    assert ids.dtype == mask.dtype == torch.long
+    assert ids.tolist() == [[1, 7, 8, 9, 6, 2], [1, 5, 2, 0, 0, 0], [1, 2, 0, 0, 0, 0]]
+    assert mask.tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="offsets"):
+        PackedSequences(np.zeros(3, dtype=np.int32), np.array([0, 2]))
+
+
+@pytest.mark.parametrize("list_type", ["list", "large_list"])
+def test_packed_sequences_from_sliced_and_chunked_arrow(list_type):
+    import pyarrow as pa
+
+    sequences = [[1, 5, 2], [1, 2], [1, 7, 8, 2], [1, 4, 2], [1, 9, 9, 9, 2]]
+    kind = pa.list_(pa.int64()) if list_type == "list" else pa.large_list(pa.int64())  # int64: copied
+    column = pa.chunked_array([pa.array(sequences[:2], kind), pa.array(sequences[2:], kind)]).slice(1, 3)
+    packed = PackedSequences.from_arrow(column)
+    assert [ids.tolist() for ids in packed] == sequences[1:4] and packed.values.dtype == np.int32
+    single = PackedSequences.from_arrow(pa.array(sequences, pa.list_(pa.int32())).slice(2))
+    assert [ids.tolist() for ids in single] == sequences[2:]
+
+
+def tokenize_reference(tokenizer, texts):
+    """The ids tokenize_corpus gave with Python lists: [BOS] + tokenizer(text) + [EOS]."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[tokenizer.bos_token_id, *sentence, tokenizer.eos_token_id] for sentence in ids]
+
+
+@pytest.mark.parametrize("tokenizer_type", ["word", "bpe"])
+def test_flat_storage_has_the_ids_lengths_and_batches_of_lists(corpus_file, tokenizer_type):
+    corpus = load_corpus(str(corpus_file), validation_fraction=0.2, seed=1)  # splits with an indices mapping
+    tokenizer = train_tokenizer(corpus["train"]["text"], tokenizer_type, max_vocab_size=300)
+    tokenized = tokenize_corpus(corpus, tokenizer)
+    for name in ("train", "validation"):
+        split = TokenizedSplit.from_dataset(tokenized[name])
+        expected = tokenize_reference(tokenizer, list(corpus[name]["text"]))
+        assert [ids.tolist() for ids in split.input_ids] == expected
+        assert split.lengths.tolist() == [len(ids) for ids in expected] == list(tokenized[name]["length"])
+        assert split.num_target_tokens() == sum(len(ids) - 1 for ids in expected)
+        as_lists = TokenizedSplit(input_ids=expected)
+        for indices in LengthBucketSampler(split.lengths, 7, seed=2):
+            batch, reference = collate(split, indices, 0), collate(as_lists, indices, 0)
+            assert all(torch.equal(batch[key], reference[key]) for key in reference)
+        # Token storage: 4 bytes a token plus 8 an offset per sentence, at most 8 bytes a token.
+        assert split.nbytes == split.input_ids.values.nbytes + split.input_ids.offsets.nbytes
+        assert split.nbytes / len(split.input_ids.values) <= 8
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the cat sat",
+        "  the\tcat \u3000sat\u00a0on\u2028the mat  ",
+        "a<unk>b <unk><unk> x<eos>",
+        "<unk> dog\u0085cat\u1680<pad>",
+        "file\x1cseparator",  # whitespace to Python and Arrow, not to Rust
+        "",
+        "unknown words only",
+    ],
+)
+def test_word_lookup_gives_the_rust_tokenizer_ids(text):
+    tokenizer = train_word_tokenizer(["the cat sat on the mat", "a dog <unk> b"])
+    lookup = WordLookup.from_tokenizer(tokenizer)
+    assert lookup is not None
+    ids, lengths = encode_texts(tokenizer, [text, "the dog", text], lookup)
+    rust = [
+        e.ids
+        for e in tokenizer.backend_tokenizer.encode_batch([text, "the dog", text], add_special_tokens=False)
+    ]
+    assert lengths.tolist() == [len(row) for row in rust]
+    assert ids.tolist() == [token for row in rust for token in row]
+
+
+def test_word_lookup_splits_on_exactly_rust_whitespace():
+    tokenizer = train_word_tokenizer(["a b"])
+    texts = [f"a{chr(code)}b" for code in range(0x3100) if not 0xD800 <= code < 0xE000]
+    lookup = WordLookup.from_tokenizer(tokenizer)
+    ids, lengths = encode_texts(tokenizer, [t for t in texts if "\x1c" > t[1] or t[1] > "\x1f"], lookup)
+    assert lookup.encode(texts) is None  # \x1c-\x1f: the batch goes to Rust
+    expected = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert encode_texts(tokenizer, texts, lookup)[0].tolist() == [t for row in expected for t in row]
+    kept = [row for t, row in zip(texts, expected, strict=True) if "\x1c" > t[1] or t[1] > "\x1f"]
+    assert ids.tolist() == [t for row in kept for t in row] and lengths.tolist() == [len(r) for r in kept]
+
+
+def test_word_lookup_is_only_for_word_level_tokenizers():
+    assert WordLookup.from_tokenizer(train_tokenizer(make_sentences(50), "bpe", max_vocab_size=300)) is None
+
+
+@pytest.mark.parametrize("policy, kept", [("truncate", 3), ("drop", 1)])
+def test_overlong_sentences_are_counted_in_a_warning(tmp_path, caplog, policy, kept):
+    (tmp_path / "train.txt").write_text("a b c d e f\na b\nb c d e\n", encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("a\na b c d e f g\n", encoding="utf-8")
+    corpus = load_corpus(str(tmp_path))
+    tokenizer = train_word_tokenizer(corpus["train"]["text"])
+    with caplog.at_level(logging.WARNING, logger="textvae.data"):
+        tokenized = tokenize_corpus(corpus, tokenizer, max_length=3, overlong=policy)
+    verb = "truncated" if policy == "truncate" else "dropped"
+    assert f"{verb} 2 of 3 training sentences longer than 3 tokens; --max-length / --overlong" in caplog.text
+    assert f"{verb} 1 of 2 validation sentences longer than 3 tokens" in caplog.text
+    assert len(tokenized["train"]) == kept and max(tokenized["train"]["length"]) <= 5
+
+
+def test_default_max_length_keeps_a_100_word_sentence_and_truncates_a_200_word_one(tmp_path, caplog):
+    limit = TrainConfig().max_length
+    assert limit == 128
+    words = [f"w{i}" for i in range(200)]
+    (tmp_path / "train.txt").write_text(
+        " ".join(words[:100]) + "\n" + " ".join(words) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "valid.txt").write_text("w1 w2\n", encoding="utf-8")
+    corpus = load_corpus(str(tmp_path))
+    tokenizer = train_word_tokenizer(corpus["train"]["text"])
+    with caplog.at_level(logging.WARNING, logger="textvae.data"):
+        tokenized = tokenize_corpus(corpus, tokenizer, max_length=limit)
+    assert list(tokenized["train"]["length"]) == [102, 130]
+    assert "truncated 1 of 2 training sentences longer than 128 tokens" in caplog.text
+    assert "validation" not in caplog.text
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_encoder_ids_follow_their_sentences(tmp_path, policy):
+    (tmp_path / "train.txt").write_text("the cat sat on the mat\na dog\nthe dog ran\n", encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("a cat\n", encoding="utf-8")
+    corpus = load_corpus(str(tmp_path))
+    tokenizer = train_word_tokenizer(corpus["train"]["text"])
+    encoder_tokenizer = train_word_tokenizer(["dog cat the a"])  # another vocabulary
+    tokenized = tokenize_corpus(corpus, tokenizer, encoder_tokenizer, max_length=3, overlong=policy)
+    split = TokenizedSplit.from_dataset(tokenized["train"])
+    texts = list(corpus["train"]["text"])[1:] if policy == "drop" else list(corpus["train"]["text"])
+    expected = encoder_tokenizer(texts, truncation=True)["input_ids"]
+    assert [ids.tolist() for ids in split.encoder_input_ids] == expected and len(split) == len(texts)
+    batch = collate(split, [1, 0], pad_token_id=0, encoder_pad_token_id=encoder_tokenizer.pad_token_id)
+    assert batch["encoder_input_ids"][0, : len(expected[1])].tolist() == expected[1]
+    assert batch["encoder_attention_mask"].sum(dim=1).tolist() == [len(expected[1]), len(expected[0])]

@@ -10,13 +10,30 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
 import torch
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.utils.tqdm import are_progress_bars_disabled
 from torch.utils.data import Sampler
+from tqdm.auto import tqdm
 
+from .token_storage import PackedSequences, TokenizedSplit, arrow_table, collate, pad_batch
+from .tokenization import WordLookup, encode_texts, flatten_ids
+
+__all__ = [  # the token storage lives in token_storage.py; these names stay importable from here
+    "LengthBucketSampler",
+    "PackedSequences",
+    "TokenizedSplit",
+    "collate",
+    "iter_texts",
+    "load_corpus",
+    "pad_batch",
+    "tokenize_corpus",
+]
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "TEXTVAE_DATA"
@@ -36,6 +53,8 @@ SPLIT_FILE_NAMES = {
     "test": ("test.txt",),
 }
 OVERLONG_POLICIES = ("truncate", "drop")
+# Texts tokenized at once: Arrow and Rust work best on large batches, and 100,000 PTB sentences take ~15 MB.
+TEXT_BATCH_SIZE = 100_000
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
@@ -174,6 +193,12 @@ def _drop_blank_lines(corpus: datasets.DatasetDict) -> datasets.DatasetDict:
     return corpus
 
 
+def iter_texts(dataset: datasets.Dataset, batch_size: int = TEXT_BATCH_SIZE, column: str = "text"):
+    """The texts of a dataset, in its row order, as lists of at most `batch_size` strings (read as Arrow)."""
+    for start in range(0, len(dataset), batch_size):
+        yield arrow_table(dataset, [column], start, start + batch_size).column(column).to_pylist()
+
+
 def tokenize_corpus(
     corpus: datasets.DatasetDict,
     tokenizer,
@@ -181,93 +206,106 @@ def tokenize_corpus(
     max_length: int | None = None,
     overlong: str = "truncate",
 ) -> datasets.DatasetDict:
-    """Add `input_ids` (`[BOS] + words + [EOS]`) and `length` columns with `datasets.map` (cached).
+    """Each split's `input_ids` (`[BOS] + words + [EOS]`, int32) and `length` columns, in memory (Arrow).
 
+    The text stays in `corpus`. Texts are read and tokenized TEXT_BATCH_SIZE at a time (`encode_texts`:
+    a word-level tokenizer in Arrow, any other fast tokenizer in Rust on every core), and the ids go
+    straight into one flat array per split, which `TokenizedSplit.from_dataset` uses without a copy.
     max_length: most tokens a sentence keeps, BOS and EOS excluded; longer ones are truncated (EOS kept
-    at the end) or dropped, as `overlong` says. None keeps every sentence whole.
+    at the end) or dropped, as `overlong` says, and a warning counts them per split. None keeps every
+    sentence whole.
     encoder_tokenizer: a pretrained encoder's own tokenizer, which adds `encoder_input_ids`.
     """
     if overlong not in OVERLONG_POLICIES:
         raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-
-    def encode(batch: dict) -> dict:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        if max_length is not None and overlong == "truncate":
-            ids = [sentence[:max_length] for sentence in ids]
-        input_ids = [[bos, *sentence, eos] for sentence in ids]
-        out = {"input_ids": input_ids, "length": [len(sentence) for sentence in input_ids]}
-        if encoder_tokenizer is not None:
-            out["encoder_input_ids"] = encoder_tokenizer(batch["text"], truncation=True)["input_ids"]
-        return out
-
-    tokenized = corpus.map(encode, batched=True, desc="tokenizing")
-    if max_length is not None and overlong == "drop":
-        for split in list(tokenized):
-            before = len(tokenized[split])
-            tokenized[split] = tokenized[split].filter(lambda n: n <= max_length + 2, input_columns="length")
-            if before != len(tokenized[split]):
-                logger.warning(
-                    "dropped %d sentences longer than %d tokens from %s",
-                    before - len(tokenized[split]),
-                    max_length,
-                    split,
-                )
+    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer needs a bos and an eos token")
+    lookup = WordLookup.from_tokenizer(tokenizer)
+    tokenized = datasets.DatasetDict()
+    for split, dataset in corpus.items():
+        parts, overlong_count = [], 0
+        with tqdm(
+            total=len(dataset), desc=f"tokenizing {split}", unit="sent", disable=are_progress_bars_disabled()
+        ) as progress:
+            for start in range(0, len(dataset), TEXT_BATCH_SIZE):
+                texts = arrow_table(dataset, ["text"], start, start + TEXT_BATCH_SIZE).column("text")
+                ids, lengths = encode_texts(tokenizer, texts, lookup)
+                encoder = None
+                if encoder_tokenizer is not None:
+                    encoded = encoder_tokenizer(texts.to_pylist(), truncation=True)["input_ids"]
+                    encoder = flatten_ids(encoded)
+                if max_length is not None:
+                    ids, lengths, encoder, count = _limit_length(ids, lengths, encoder, max_length, overlong)
+                    overlong_count += count
+                parts.append((_add_bos_eos(ids, lengths, tokenizer), encoder))
+                progress.update(len(texts))
+                del texts
+                pa.default_memory_pool().release_unused()  # what the string kernels freed (see arrow_table)
+        if overlong_count:
+            logger.warning(
+                "%s %d of %d %s sentences longer than %d tokens; --max-length / --overlong change this",
+                "truncated" if overlong == "truncate" else "dropped",
+                overlong_count,
+                len(dataset),
+                "training" if split == "train" else split,
+                max_length,
+            )
+        tokenized[split] = _tokenized_dataset(parts)
     return tokenized
 
 
-@dataclass
-class TokenizedSplit:
-    """One split held in memory as Python lists: fast to index from the training loop."""
+def _limit_length(ids, lengths, encoder, max_length: int, overlong: str):
+    """Truncate to `max_length` words, or drop longer sentences (and their encoder ids); and count them.
 
-    input_ids: list[list[int]]
-    encoder_input_ids: list[list[int]] | None = None
-
-    @classmethod
-    def from_dataset(cls, dataset: datasets.Dataset) -> TokenizedSplit:
-        encoder_ids = dataset["encoder_input_ids"] if "encoder_input_ids" in dataset.column_names else None
-        return cls(
-            input_ids=list(dataset["input_ids"]),
-            encoder_input_ids=list(encoder_ids) if encoder_ids is not None else None,
-        )
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
-
-    def num_target_tokens(self) -> int:
-        """Words plus one EOS per sentence: the PPL denominator (BOS is never predicted)."""
-        return sum(len(ids) - 1 for ids in self.input_ids)
+    ids (W,) and lengths (N,) are one batch's words; encoder is None or its (ids, lengths).
+    """
+    over = lengths > max_length  # (N,)
+    count = int(over.sum())
+    if not count:
+        return ids, lengths, encoder, 0
+    if overlong == "drop":
+        keep = ~over
+        ids, lengths = ids[np.repeat(keep, lengths)], lengths[keep]
+        if encoder is not None:
+            encoder = (encoder[0][np.repeat(keep, encoder[1])], encoder[1][keep])
+        return ids, lengths, encoder, count
+    position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (W,) within sentence
+    return ids[position < max_length], np.minimum(lengths, max_length), encoder, count
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lists of ids -> (B, T) right-padded ids and (B, T) attention mask, T the longest."""
-    longest = max(len(sequence) for sequence in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        attention_mask[row, : len(sequence)] = 1
-    return input_ids, attention_mask
+def _add_bos_eos(ids: np.ndarray, lengths: np.ndarray, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Words (W,) in sentences of `lengths` (N,) -> `[BOS] + words + [EOS]` each: (W + 2N,), (N,)."""
+    new_lengths = lengths + 2
+    new_starts = np.cumsum(new_lengths) - new_lengths
+    out = np.empty(len(ids) + 2 * len(lengths), dtype=np.int32)
+    out[new_starts] = tokenizer.bos_token_id
+    out[new_starts + new_lengths - 1] = tokenizer.eos_token_id
+    out[np.arange(len(ids)) + np.repeat(new_starts + 1 - (np.cumsum(lengths) - lengths), lengths)] = ids
+    return out, new_lengths
 
 
-def collate(
-    split: TokenizedSplit, indices: Sequence[int], pad_token_id: int, encoder_pad_token_id: int = 0
-) -> dict:
-    """The batch of the sentences at `indices`: `input_ids`, `attention_mask` (and encoder ids)."""
-    input_ids, attention_mask = pad_batch([split.input_ids[i] for i in indices], pad_token_id)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if split.encoder_input_ids is not None:
-        encoder_ids, encoder_mask = pad_batch(
-            [split.encoder_input_ids[i] for i in indices], encoder_pad_token_id
-        )
-        batch.update(encoder_input_ids=encoder_ids, encoder_attention_mask=encoder_mask)
-    return batch
+def _list_array(parts: list[tuple[np.ndarray, np.ndarray]]):
+    """Arrow list array of the concatenated (ids, lengths) parts (a large list past 2**31 ids)."""
+    ids = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, dtype=np.int32)
+    lengths = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] < 2**31:
+        return pa.ListArray.from_arrays(offsets.astype(np.int32), ids), lengths
+    return pa.LargeListArray.from_arrays(offsets, ids), lengths
+
+
+def _tokenized_dataset(parts: list) -> datasets.Dataset:
+    """One split's Dataset from its batches' ((ids, lengths), encoder (ids, lengths) or None)."""
+    input_ids, lengths = _list_array([part[0] for part in parts])
+    columns = {"input_ids": input_ids, "length": pa.array(lengths.astype(np.int32))}
+    if parts and parts[0][1] is not None:
+        columns["encoder_input_ids"] = _list_array([part[1] for part in parts])[0]
+    # A fingerprint of our own: datasets would otherwise pickle the whole table to hash it (seconds, and
+    # four times the table's size in memory).
+    return datasets.Dataset(pa.table(columns), fingerprint=generate_random_fingerprint())
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -276,11 +314,13 @@ class LengthBucketSampler(Sampler[list[int]]):
     Sentences are shuffled, cut into pools of `pool_batches` batches, sorted by length inside each pool
     and batched; the batch order is shuffled again. Padding stays small while batches stay random.
     Resuming training at batch k of an epoch replays the same batches (`start_batch`).
+    lengths: (N,) tokens per sentence, a list or an array (`TokenizedSplit.lengths`); numpy does the
+    sorting, so ten million sentences are batched in seconds.
     """
 
     def __init__(
         self,
-        lengths: Sequence[int],
+        lengths: Sequence[int] | np.ndarray,
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
@@ -288,7 +328,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.lengths = list(lengths)
+        if pool_batches < 1:
+            raise ValueError(f"pool_batches must be positive, got {pool_batches}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -300,27 +342,39 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.start_batch = start_batch
 
-    def batches(self) -> list[list[int]]:
-        """Every batch of the current epoch, in order."""
-        count = len(self.lengths)
+    @property
+    def num_batches(self) -> int:
+        """Batches in a whole epoch."""
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def batch_arrays(self) -> list[np.ndarray]:
+        """Every batch of the current epoch in order, as (B,) int64 arrays of sentence indices."""
+        count, size = len(self.lengths), self.batch_size
+        if count == 0:
+            return []
         if not self.shuffle:
-            order = sorted(range(count), key=lambda i: self.lengths[i])
-            return [order[i : i + self.batch_size] for i in range(0, count, self.batch_size)]
+            return np.split(np.argsort(self.lengths, kind="stable"), range(size, count, size))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(count, generator=generator).tolist()
-        pool = self.batch_size * self.pool_batches
-        batches = []
-        for start in range(0, count, pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        order = torch.randperm(count, generator=generator).numpy()
+        # One stable sort by (pool, length) sorts every pool by length, ties kept in shuffled order.
+        pool = np.arange(count, dtype=np.int64) // (size * self.pool_batches)
+        longest = int(self.lengths.max()) + 1
+        order = order[np.argsort(pool * longest + self.lengths[order], kind="stable")]
+        # A pool is a whole number of batches, so cutting every `size` never puts two pools in one batch.
+        batches = np.split(order, range(size, count, size))
         permutation = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in permutation]
 
+    def batches(self) -> list[list[int]]:
+        """Every batch of the current epoch, in order."""
+        return [batch.tolist() for batch in self.batch_arrays()]
+
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start_batch :]
+        for batch in self.batch_arrays()[self.start_batch :]:
+            yield batch.tolist()
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size - self.start_batch
+        return self.num_batches - self.start_batch
 
 
 _TABLE_FORMATS = {".csv": ("csv", {"delimiter": ","}), ".tsv": ("csv", {"delimiter": "\t"})}

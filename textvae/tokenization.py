@@ -1,16 +1,21 @@
 """Training and loading `tokenizers` tokenizers: word-level for pre-tokenized corpora, BPE for raw text.
 
 Every tokenizer has the special tokens pad, bos, eos and unk, adds `<bos> ... <eos>` around a sentence,
-and is saved beside the model as a `PreTrainedTokenizerFast` (`tokenizer.json`).
+and is saved beside the model as a `PreTrainedTokenizerFast` (`tokenizer.json`). `encode_texts` encodes
+large batches of text straight into flat id arrays, for corpora of millions of sentences.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -19,6 +24,8 @@ logger = logging.getLogger(__name__)
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)  # ids 0, 1, 2, 3
 TOKENIZER_TYPES = ("word", "bpe")
+# Whitespace to Python's str.split but not to Rust's char::is_whitespace (the tokenizers' WhitespaceSplit).
+_PYTHON_ONLY_WHITESPACE = "[\x1c-\x1f]"
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
@@ -38,10 +45,7 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
 
 def count_words(texts: Iterable[str]) -> Counter:
     """Whitespace-separated word counts of a corpus."""
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(text.split())
-    return counts
+    return Counter(itertools.chain.from_iterable(map(str.split, texts)))
 
 
 def train_word_tokenizer(
@@ -93,12 +97,12 @@ def train_bpe_tokenizer(
 
 
 def train_tokenizer(
-    texts: Sequence[str],
+    texts: Iterable[str],
     tokenizer_type: str = "word",
     min_frequency: int = 1,
     max_vocab_size: int | None = None,
 ) -> PreTrainedTokenizerFast:
-    """Train the tokenizer named by `tokenizer_type` ("word" or "bpe") on the training texts."""
+    """Train the tokenizer named by `tokenizer_type` ("word" or "bpe") on the training texts (read once)."""
     if tokenizer_type == "word":
         return train_word_tokenizer(texts, min_frequency=min_frequency, max_vocab_size=max_vocab_size)
     if tokenizer_type == "bpe":
@@ -131,3 +135,103 @@ def decode_ids(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
         tokens.append(tokenizer.convert_ids_to_tokens(token_id))
     # Byte-level BPE can produce newlines and other control characters: one sentence stays one line.
     return " ".join(tokenizer.convert_tokens_to_string(tokens).split())
+
+
+def _can_overlap(tokens: Sequence[str]) -> bool:
+    """Whether two occurrences of these tokens (of one token twice, too) can share characters."""
+    for first in tokens:
+        for second in tokens:
+            if first != second and second in first:
+                return True
+            if any(first[-size:] == second[:size] for size in range(1, min(len(first), len(second)))):
+                return True
+    return False
+
+
+class WordLookup:
+    """A whitespace word-level tokenizer's encoding, done by Arrow's string kernels: split, then look up.
+
+    Gives the ids of the Rust `WordLevel` model behind a `WhitespaceSplit` pre-tokenizer at about six
+    times its speed (a PTB sentence: ~4 us against ~25 us of CPU, with no Python string made), since the
+    Rust side builds offsets and alignments for every word that are never used here. Added tokens
+    (`<unk>`, ...) are split out of words first, as Rust's added vocabulary does ("a<unk>b" -> a <unk> b).
+    """
+
+    def __init__(self, vocab: dict[str, int], unk_id: int, added: dict[str, int]):
+        vocab = {**vocab, **added}
+        self.words, self.ids = pa.array(list(vocab)), np.array(list(vocab.values()), dtype=np.int32)
+        self.unk_id, self.added = unk_id, list(added)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> WordLookup | None:
+        """The lookup for a tokenizer that is exactly WordLevel + WhitespaceSplit, else None."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        spec = json.loads(backend.to_str())
+        model, added = spec["model"], spec["added_tokens"]
+        # Added tokens that strip, match whole words only, hold a space or can overlap, or a mix of
+        # normalized and raw ones (matched in two passes), are left to Rust.
+        simple = all(not (t["lstrip"] or t["rstrip"] or t["single_word"]) for t in added)
+        simple = simple and len({t["normalized"] for t in added}) <= 1
+        contents = [t["content"] for t in added]
+        simple = simple and not any(any(c.isspace() for c in token) for token in contents)
+        if (
+            model["type"] != "WordLevel"
+            or spec["normalizer"] is not None
+            or spec["pre_tokenizer"] != {"type": "WhitespaceSplit"}
+            or model["unk_token"] not in model["vocab"]
+            or not simple
+            or _can_overlap(contents)
+            or spec["truncation"] is not None
+            or spec["padding"] is not None
+        ):
+            return None
+        return cls(model["vocab"], model["vocab"][model["unk_token"]], {t["content"]: t["id"] for t in added})
+
+    def encode(self, texts) -> tuple[np.ndarray, np.ndarray] | None:
+        """(W,) int32 ids and (N,) int64 lengths of an Arrow (or list) of texts; None when a text holds a
+        character that Rust does not take for whitespace but Arrow (and Python) do."""
+        import pyarrow.compute as pc
+
+        texts = pa.chunked_array([texts]) if isinstance(texts, list) else texts
+        if pc.any(pc.match_substring_regex(texts, _PYTHON_ONLY_WHITESPACE)).as_py():
+            return None
+        for token in self.added:  # no two can overlap, so one after the other = all at once
+            texts = pc.replace_substring(texts, token, f" {token} ")
+        texts = pc.utf8_trim_whitespace(texts)
+        # Arrow splits a run of whitespace once, like str.split, but an empty text gives one empty word.
+        words = pc.utf8_split_whitespace(texts).combine_chunks()
+        lengths = np.diff(words.offsets.to_numpy()).astype(np.int64)
+        flat = words.flatten()
+        empty = pc.equal(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False)
+        if empty.any():
+            flat, lengths[empty] = flat.filter(pc.not_equal(flat, "")), 0
+        index = pc.index_in(flat, value_set=self.words).fill_null(-1).to_numpy(zero_copy_only=False)
+        ids = np.where(index >= 0, self.ids[index], self.unk_id).astype(np.int32)
+        return ids, lengths
+
+
+def flatten_ids(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ids -> one flat int32 array of them all and the (N,) int64 lengths."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(lengths.sum()))
+    return ids, lengths
+
+
+def encode_texts(tokenizer, texts, lookup: WordLookup | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of many texts without special tokens: (W,) int32 ids of all texts, (N,) int64 lengths.
+
+    texts: a list of strings or a pyarrow string (chunked) array. The same ids as
+    `tokenizer(texts, add_special_tokens=False)`, faster: a whitespace word-level tokenizer runs in Arrow
+    (`lookup`, from `WordLookup.from_tokenizer`); any other fast tokenizer runs its Rust
+    `encode_batch_fast` on the whole batch (on every core); a slow tokenizer is called.
+    """
+    if lookup is not None and (encoded := lookup.encode(texts)) is not None:
+        return encoded
+    texts = texts if isinstance(texts, list) else texts.to_pylist()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return flatten_ids([encoding.ids for encoding in encode_batch(texts, add_special_tokens=False)])
+    return flatten_ids(tokenizer(texts, add_special_tokens=False)["input_ids"])

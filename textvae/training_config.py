@@ -47,7 +47,14 @@ class TrainConfig:
     encoding_errors: str = _option(
         "strict", "what to do with bytes that are not UTF-8: strict (error), replace or ignore"
     )
-    max_length: int | None = _option(None, "longest sentence kept, in tokens (default: no limit)")
+    # 128: PTB's longest sentence is 82 tokens and yelp_short's 15, so both stay whole; BOS + 128 + EOS fit
+    # the transformer's 256 positions (256 would not); and one stray 100,000-word line no longer costs an
+    # epoch minutes and gigabytes.
+    max_length: int | None = _option(
+        128,
+        "longest sentence kept, in tokens without BOS and EOS (default: 128); longer sentences are "
+        "truncated or dropped (--overlong), with a warning that counts them; null in a config file: no limit",
+    )
     overlong: str = _option("truncate", "what to do with longer sentences: truncate or drop")
     tokenizer_type: str = _option(
         "word", "word (whitespace, for pre-tokenized text such as PTB) or bpe (raw text)"
