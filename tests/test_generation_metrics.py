@@ -34,9 +34,8 @@ def test_forward_ppl_of_real_sentences_equals_the_reference_models_own_ppl(token
 def test_an_empty_generated_sentence_counts_as_its_eos(tokenizer):
     language_model = make_model(tokenizer, seed=3, latent_dim=0)
     with_empty = forward_ppl(language_model, tokenizer, ["", "the cat"])
-    cat = torch.tensor(
-        [[tokenizer.bos_token_id, *tokenizer("the cat", add_special_tokens=False)["input_ids"], 2]]
-    )
+    words = tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    cat = torch.tensor([[tokenizer.bos_token_id, *words, tokenizer.eos_token_id]])
     rec_cat, _ = language_model.reconstruction_loss(cat, torch.ones_like(cat), None)
     empty_ids = torch.tensor([[tokenizer.bos_token_id, tokenizer.eos_token_id]])
     rec_empty, _ = language_model.reconstruction_loss(empty_ids, torch.ones_like(empty_ids), None)
