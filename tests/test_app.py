@@ -129,7 +129,11 @@ BAD_REQUESTS = [
     ("interpolate", ("", END), "first sentence is empty"),
     ("interpolate", (START, END, 21), "steps must be between 2 and 20"),
     ("interpolate", (START, END, 5, "cubic"), "method must be one of"),
-    ("transfer", ("the cat", "other", "cat", "", "", 6.0), "strength must be between"),
+    (
+        "transfer",
+        ("the cat", "other", "cat", "", "", 6.0),
+        "strength must be a number between -5 and 5, got 6.0",
+    ),
     ("transfer", ("the cat", "other", "dog"), "choose the to label among cat, other"),
     ("transfer", ("the cat", None, None, "a dog", ""), "to examples: type at least one sentence"),
     ("analogy", ("the cat", " ", "a dog"), "b is empty"),

@@ -85,7 +85,7 @@ def _sample_tab(gr, explorer: Explorer) -> None:
         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: all the mass)")
     with gr.Row():
         prior = gr.Radio(explorer.priors, value="standard", label="prior")
-        seed = gr.Number(0, precision=0, label="seed (empty: a new draw each time)")
+        seed = gr.Number(0, precision=0, label="seed (empty: a new draw each time)", elem_id="sample-seed")
     button = gr.Button("Sample", variant="primary", elem_id="sample-run")
     table = _table(gr, SAMPLE_HEADERS, "sample-output", column_widths=["8%", "92%"])
     inputs = [n, temperature, top_k, top_p, prior, seed]
@@ -160,7 +160,7 @@ def _map_tab(gr, explorer: Explorer) -> None:
         gr.Markdown("Start the explorer with `--corpus FILE` (two sentences or more) to draw its latent map.")
         return
     points = explorer.map_points()
-    frame = pd.DataFrame(points)
+    frame = pd.DataFrame(points).round({"x": 3, "y": 3})
     ratios = [*explorer.map_variance, 0.0]
     shown = (
         f"the first {len(points)} of {len(explorer.corpus)}" if len(points) < len(explorer.corpus) else "all"

@@ -116,7 +116,7 @@ class Explorer:
         from .plotting import project_latents, sentence_lengths
 
         if corpus_path is not None and self.pipeline.run_dir is not None:
-            try:  # cached in the run folder, as `textvae neighbours` does
+            try:  # cached in the run folder, as pipeline.neighbours(corpus_path=...) caches them
                 self.corpus_mu = encode_corpus_cached(self.pipeline, self.corpus, corpus_path, **columns)
             except OSError as error:  # a read-only run folder (a Space): encode without a cache
                 logger.warning("cannot cache the corpus encodings: %s", error)
@@ -204,8 +204,9 @@ class Explorer:
         from .latent_tools import attribute_vector
 
         sentences = self._lines(text, "sentences", self.limits.max_sentences)
-        if not -self.limits.max_strength <= float(strength) <= self.limits.max_strength:
-            raise ValueError(f"strength must be between ±{self.limits.max_strength:g}, got {strength}")
+        if not isinstance(strength, int | float) or not abs(strength) <= self.limits.max_strength:
+            most = self.limits.max_strength
+            raise ValueError(f"strength must be a number between {-most:g} and {most:g}, got {strength!r}")
         if (source_text or "").strip() or (target_text or "").strip():
             most = self.limits.max_examples
             examples = (
