@@ -12,10 +12,14 @@ chromium + chromium-driver, a click in headless Chromium until the table shows t
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
 
 from textvae.app import build_app, launch_app
 from textvae.explorer import AppLimits
@@ -98,7 +102,7 @@ def page_times(url: str, repeats: int, screenshot: str | None, map_screenshot: s
 
     try:
         driver.get(url)
-        wait.until(lambda d: d.find_elements(By.ID, "tab-interpolate-button"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sample-seed input"))
         for index in range(repeats):  # a new seed each time: new sentences, a table that changes
             seed = driver.find_element(By.CSS_SELECTOR, "#sample-seed input")
             seed.send_keys(Keys.CONTROL, "a")
@@ -141,24 +145,29 @@ def main() -> None:
     parser.add_argument("--map-screenshot", help="PNG of the latent map tab")
     args = parser.parse_args()
 
+    print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()}")
     start = time.perf_counter()
     app = build_app(args.run, args.corpus, limits=AppLimits(max_map_points=args.max_map_points))
     print(
         f"build_app (load the model, encode the corpus, draw the curves): {time.perf_counter() - start:.1f} s"
     )
     explorer = app.explorer
+    # In a worker thread, as gradio calls the tabs: on a loaded machine torch's intra-op threads made the
+    # same calls in the main thread up to 10x slower (OpenMP waiting on oversubscribed cores).
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(explorer.sample, 10, seed=0).result()  # warm-up: one-off allocations
+        sample = worker.submit(timed, lambda i: explorer.sample(10, seed=i), args.repeats).result()
+        interpolate = worker.submit(
+            timed, lambda i: explorer.interpolate(START, END, 8), args.repeats
+        ).result()
+    print("in-process (Explorer in a worker thread, no HTTP, before the server starts):")
+    print("  sample n=10      ", summary(sample))
+    print("  interpolate 8    ", summary(interpolate))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     try:
         _, url, _ = launch_app(app, "127.0.0.1", port, block=False, quiet=True)
-        explorer.sample(10, seed=0)  # warm-up: first calls pay one-off allocations
-        explorer.interpolate(START, END, 8)
-        print("in-process (Explorer, no HTTP):")
-        print("  sample n=10      ", summary(timed(lambda i: explorer.sample(10, seed=i), args.repeats)))
-        print(
-            "  interpolate 8    ", summary(timed(lambda i: explorer.interpolate(START, END, 8), args.repeats))
-        )
         from gradio_client import Client
 
         client = Client(url, verbose=False)
