@@ -15,6 +15,7 @@ from textvae.explorer import PATH_HEADERS, AppLimits, Explorer
 from textvae.latent_tools import attribute_vector
 from textvae.pipeline import TextVAEPipeline
 from textvae.plotting import project_latents
+from textvae.priors import fit_prior_for_run
 
 gr = pytest.importorskip("gradio", reason="the explorer needs gradio: pip install -e '.[dev]'")
 
@@ -40,6 +41,7 @@ def labelled_corpus(trained_run, tmp_path_factory):
 def explorer(trained_run, labelled_corpus, tmp_path_factory):
     # A copy: the corpus encodings are cached in the run folder, whose files other tests count.
     run = shutil.copytree(trained_run, tmp_path_factory.mktemp("explorer") / "run")
+    fit_prior_for_run(run, device="cpu")  # the Sample tab offers the aggregate prior of a run that has one
     limits = AppLimits(max_map_points=150)
     return Explorer.from_run(run, labelled_corpus[0], label_column="label", limits=limits, device="cpu")
 
@@ -53,6 +55,10 @@ def test_each_tab_gives_the_pipelines_result(explorer, pipeline, labelled_corpus
     rows = explorer.sample(4, 0.8, 5, 0.9, "standard", 3)
     assert rows == [[i, s] for i, s in enumerate(pipeline.sample(4, 0.8, 5, 0.9, 3), 1)]
     assert explorer.sample(4, seed=3) != explorer.sample(4, seed=4)
+    run = TextVAEPipeline.from_pretrained(explorer.pipeline.run_dir, device="cpu")
+    assert explorer.priors == ["standard", "aggregate"]
+    aggregate = [s for _, s in explorer.sample(4, 1.0, 0, 1.0, "aggregate", 3)]
+    assert aggregate == run.sample(4, seed=3, prior="aggregate") != run.sample(4, seed=3)
 
     text = "the cat sat\n\n  a dog ran on the mat  \n"
     expected = pipeline.reconstruct(["the cat sat", "a dog ran on the mat"], "beam", 3)
@@ -120,7 +126,7 @@ BAD_REQUESTS = [
     ("sample", (51,), "number of samples must be between 1 and 50"),
     ("sample", (2.5,), "number of samples must be a whole number"),
     ("sample", (3, 0.0), "temperature must be positive"),
-    ("sample", (3, 1.0, 0, 1.0, "aggregate"), "prior must be one of standard"),
+    ("sample", (3, 1.0, 0, 1.0, "uniform"), "prior must be one of standard, aggregate, got 'uniform'"),
     ("reconstruct", ("\n \n",), "type at least one sentence"),
     ("reconstruct", ("a\n" * 21,), "21 sentences, at most 20"),
     ("reconstruct", ("the cat " * 31,), "62 words: at most 60"),
@@ -155,6 +161,8 @@ def test_limits_and_bad_input_give_the_pages_message(explorer, method, args, mes
 
 def test_without_a_corpus_the_corpus_tabs_say_how_to_get_one(pipeline):
     explorer = Explorer(pipeline)
+    with pytest.raises(ValueError, match="prior must be one of standard(, aggregate)?, got 'uniform'"):
+        explorer.sample(2, prior="uniform")
     for call in (lambda: explorer.neighbours("the cat"), explorer.map_points, lambda: explorer.map_point(0)):
         with pytest.raises(ValueError, match="start the explorer with --corpus FILE"):
             call()
