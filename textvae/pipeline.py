@@ -329,16 +329,23 @@ class TextVAEPipeline:
         cache_dir: str | Path | None = None,
         text_column: str | None = None,
         label_column: str | None = None,
+        corpus_mu: torch.Tensor | None = None,
     ) -> list[list[dict]]:
         """The k corpus sentences whose posterior means are nearest each query's, nearest first.
 
         Each query gets a list of `{"sentence", "score", "index"}` (cosine similarity, or L2 distance for
         metric `l2`; index into `corpus_sentences`). With `corpus_path` (the file the sentences were read
-        from, with its column choice) the corpus encodings are cached in `cache_dir` (the run folder).
+        from, with its column choice) the corpus encodings are cached in `cache_dir` (the run folder);
+        `corpus_mu`, the (N, Z) posterior means of `corpus_sentences` already encoded, skips encoding them.
         """
         self._require_latent()
         queries = [queries] if isinstance(queries, str) else list(queries)
-        if corpus_path is not None:
+        if corpus_mu is not None:
+            if corpus_mu.size(0) != len(corpus_sentences):
+                raise ValueError(
+                    f"corpus_mu has {corpus_mu.size(0)} rows for {len(corpus_sentences)} sentences"
+                )
+        elif corpus_path is not None:
             corpus_mu = encode_corpus_cached(
                 self, corpus_sentences, corpus_path, cache_dir, text_column, label_column
             )

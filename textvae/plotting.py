@@ -180,11 +180,12 @@ def active_units_figure(history: list[dict], latent_dim: int | None = None) -> F
     return figure
 
 
-def latent_map_figure(mu, colour_values, colour_label: str, categorical: bool) -> Figure:
-    """Posterior means projected on their first two principal components, one point per sentence.
+def project_latents(mu) -> tuple:
+    """Posterior means on their first two principal components: `(points (N, 2), variance_ratios)`, one ratio
+    per principal component (two, or one for a one-dimensional latent).
 
-    mu: (N, Z) array-like (a tensor is moved to the CPU), N >= 2. colour_values: (N,) numbers (sentence
-    length, a score: a colour bar) or, with `categorical`, labels (a legend, one colour each).
+    mu: (N, Z) array-like (a tensor is moved to the CPU), N >= 2. A one-dimensional latent gets a second
+    axis of zeros and a single ratio. The latent map figure and the explorer's map both draw these points.
     """
     import numpy as np
 
@@ -197,14 +198,32 @@ def latent_map_figure(mu, colour_values, colour_label: str, categorical: bool) -
     mu = np.asarray(mu, dtype=np.float64)
     if mu.ndim != 2 or mu.shape[0] < 2:
         raise ValueError(f"mu must be (N, Z) with N >= 2 sentences, got shape {mu.shape}")
-    values = list(colour_values)
-    if len(values) != mu.shape[0]:
-        raise ValueError(f"got {len(values)} colour values for {mu.shape[0]} posterior means")
     components = min(2, mu.shape[1])
     pca = PCA(n_components=components).fit(mu)
     points = pca.transform(mu)  # (N, components)
+    ratios = [float(ratio) for ratio in pca.explained_variance_ratio_]
     if components == 1:  # a one-dimensional latent: the second axis is empty
         points = np.column_stack([points[:, 0], np.zeros(len(points))])
+    return points, ratios
+
+
+def sentence_lengths(sentences: Sequence[str]) -> list[int]:
+    """Words (whitespace-separated) per sentence: the default colour of a latent map."""
+    return [len(sentence.split()) for sentence in sentences]
+
+
+def latent_map_figure(mu, colour_values, colour_label: str, categorical: bool) -> Figure:
+    """Posterior means projected on their first two principal components, one point per sentence.
+
+    mu: (N, Z) array-like (a tensor is moved to the CPU), N >= 2. colour_values: (N,) numbers (sentence
+    length, a score: a colour bar) or, with `categorical`, labels (a legend, one colour each).
+    """
+    import numpy as np
+
+    values = list(colour_values)
+    points, ratios = project_latents(mu)
+    if len(values) != len(points):
+        raise ValueError(f"got {len(values)} colour values for {len(points)} posterior means")
     figure = _new_figure(7, 6)
     ax = figure.subplots()
     if categorical:
@@ -217,9 +236,8 @@ def latent_map_figure(mu, colour_values, colour_label: str, categorical: bool) -
     else:
         scatter = ax.scatter(*points.T, s=8, alpha=0.7, c=np.asarray(values, dtype=float), cmap="viridis")
         figure.colorbar(scatter, ax=ax, label=colour_label)
-    ratios = list(pca.explained_variance_ratio_) + [0.0]
     ax.set_xlabel(f"PC1 ({100 * ratios[0]:.0f}% of the variance)")
-    ax.set_ylabel(f"PC2 ({100 * ratios[1]:.0f}% of the variance)" if components == 2 else "(latent is 1-D)")
+    ax.set_ylabel(f"PC2 ({100 * ratios[1]:.0f}% of the variance)" if len(ratios) == 2 else "(latent is 1-D)")
     ax.set_title(f"posterior means (PCA), {len(values)} sentences, coloured by {colour_label}", y=1.0)
     ax.grid(alpha=0.3)
     return figure
@@ -262,6 +280,28 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
+def run_figures(run_dir: str | Path, latent_map=None) -> dict[str, Figure]:
+    """A run's figures by file name, in the order `plot_run` writes them (see there); nothing is written."""
+    run_dir = Path(run_dir)
+    history, train_records = read_run_records(run_dir)
+    figures = {CURVES_NAME: curves_figure(history, train_records)}
+    last = history[-1]
+    if last.get("kl_per_dim"):
+        free_bits = 0.0
+        if (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file():
+            saved = json.loads((run_dir / ckpt.TRAIN_CONFIG_NAME).read_text(encoding="utf-8"))
+            free_bits = float(saved.get("free_bits") or 0.0)
+        figures[KL_PER_DIM_NAME] = kl_per_dimension_figure(
+            last["kl_per_dim"], free_bits=free_bits, active_units=last.get("au")
+        )
+    if any("au" in record for record in history):
+        latent_dim = len(last["kl_per_dim"]) if last.get("kl_per_dim") else None
+        figures[ACTIVE_UNITS_NAME] = active_units_figure(history, latent_dim)
+    if latent_map is not None:
+        figures[LATENT_MAP_NAME] = latent_map_figure(*latent_map)
+    return figures
+
+
 def plot_run(run_dir: str | Path, output_dir: str | Path | None = None, latent_map=None) -> list[Path]:
     """Write a run's figures as PNGs into `output_dir` (default: the run folder); return their paths.
 
@@ -269,25 +309,10 @@ def plot_run(run_dir: str | Path, output_dir: str | Path | None = None, latent_m
     when the history has active units (a model with a latent); latent_map.png when `latent_map` is a
     `(mu (N, Z), colour_values (N,), colour_label, categorical)` tuple for `latent_map_figure`.
     """
-    run_dir = Path(run_dir)
-    history, train_records = read_run_records(run_dir)
-    output = Path(output_dir) if output_dir is not None else run_dir
+    figures = run_figures(run_dir, latent_map)
+    output = Path(output_dir) if output_dir is not None else Path(run_dir)
     output.mkdir(parents=True, exist_ok=True)
-    written = [save_figure(curves_figure(history, train_records), output / CURVES_NAME)]
-    last = history[-1]
-    if last.get("kl_per_dim"):
-        free_bits = 0.0
-        if (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file():
-            saved = json.loads((run_dir / ckpt.TRAIN_CONFIG_NAME).read_text(encoding="utf-8"))
-            free_bits = float(saved.get("free_bits") or 0.0)
-        figure = kl_per_dimension_figure(last["kl_per_dim"], free_bits=free_bits, active_units=last.get("au"))
-        written.append(save_figure(figure, output / KL_PER_DIM_NAME))
-    if any("au" in record for record in history):
-        latent_dim = len(last["kl_per_dim"]) if last.get("kl_per_dim") else None
-        written.append(save_figure(active_units_figure(history, latent_dim), output / ACTIVE_UNITS_NAME))
-    if latent_map is not None:
-        written.append(save_figure(latent_map_figure(*latent_map), output / LATENT_MAP_NAME))
-    return written
+    return [save_figure(figure, output / name) for name, figure in figures.items()]
 
 
 def write_training_plots(run_dir: str | Path) -> bool:
