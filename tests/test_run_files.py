@@ -33,6 +33,12 @@ def test_atomic_writes_leave_no_temporary_and_refuse_non_finite_json(tmp_path):
     assert read_json(tmp_path / "b.json") == {"x": 1.5}  # the old file survives a refused write
 
 
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    write_text_atomically(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_a_cut_short_json_file_is_named_in_the_error(tmp_path):
     (tmp_path / "train_config.json").write_text('{"epochs": 3, "bat')
     with pytest.raises(ValueError, match="train_config.json is corrupt or cut short"):

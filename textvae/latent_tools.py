@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from .data import LengthBucketSampler, TokenizedSplit, collate
 from .evaluation import _generators, _score_batch
+from .run_files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def encode_corpus_cached(
     built in memory and no `cache_dir`) the corpus is simply encoded.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     corpus_path = Path(corpus_path).resolve()
     cache_dir = cache_dir if cache_dir is not None else getattr(pipeline, "run_dir", None)
@@ -154,15 +154,8 @@ def encode_corpus_cached(
     else:
         logger.info("building the latent cache %s", cache)
     mu = pipeline.encode(sentences)[0].contiguous()  # (N, Z)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-latent-cache-", suffix=".safetensors", dir=cache.parent)
-    os.close(handle)
-    try:
-        save_file({"mu": mu}, temporary, metadata=metadata)
-        os.replace(temporary, cache)  # atomic: a reader sees the old cache or the new one
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    # Atomic: a reader sees the old cache or the new one.
+    write_text_atomically(cache, safetensors_bytes({"mu": mu}, metadata=metadata))
     return mu
 
 

@@ -12,15 +12,15 @@ calls `write_training_plots(run)` after each epoch.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import checkpointing as ckpt
+from .run_files import write_text_atomically
 
 if TYPE_CHECKING:  # matplotlib is optional: imported where a figure is made
     from matplotlib.figure import Figure
@@ -269,14 +269,9 @@ def read_run_records(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write a figure as PNG through a temporary name and a rename: a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_text_atomically(path, buffer.getvalue())
     return path
 
 

@@ -78,12 +78,20 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomically(path: str | os.PathLike, text: str | bytes) -> None:
     """Write `text` (or bytes) to `path` through a temporary file in the same folder, flushed, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}-", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600): give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(text.encode("utf-8") if isinstance(text, str) else text)
             stream.flush()
