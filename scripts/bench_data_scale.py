@@ -171,17 +171,19 @@ def main() -> None:
             f"{size:>10} {stages['load']['wall_s']:>7.1f} {stages['vocabulary']['wall_s']:>7.1f} "
             f"{stages['tokenize']['wall_s']:>10.1f} {cpu:>6.1f} {report['prepare_sentences_per_second']:>11.0f} "
             f"{report['tokenize_sentences_per_second']:>15.0f} {report['peak_rss_gib']:>12.2f} "
-            f"{report['bytes_per_token']:>11.2f} {report['load_average']:>8.1f}"
+            f"{report['bytes_per_token']:>11.2f} {report['load_average']:>8.1f}",
+            flush=True,
         )
         if "train" in report:
             trained = report["train"]
             print(
                 f"{'':>10} train(): {trained['steps']} steps, loss {trained['last_loss']:.1f}, "
-                f"{trained['seconds']:.0f} s in all (preparation included), peak RSS {trained['peak_rss_gib']:.2f} GiB"
+                f"{trained['seconds']:.0f} s in all (preparation included), peak RSS {trained['peak_rss_gib']:.2f} GiB",
+                flush=True,
             )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        if args.json:  # after every size, so that a long run interrupted keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
