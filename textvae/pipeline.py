@@ -395,12 +395,13 @@ class TextVAEPipeline:
         strategy: str = "greedy",
         beam_size: int = 5,
         max_length: int | None = None,
+        seed: int | None = None,
     ) -> str:
         """ "a is to b as c is to ?": the sentence decoded from `mu(c) + mu(b) - mu(a)`."""
         self._require_latent()
         mu, _ = self.encode([a, b, c])
         z = analogy_latent(mu[0], mu[1], mu[2])[None]  # (1, Z)
-        return self.decode(z=z, strategy=strategy, beam_size=beam_size, max_length=max_length)[0]
+        return self.decode(z=z, strategy=strategy, beam_size=beam_size, seed=seed, max_length=max_length)[0]
 
     def score(self, sentences: Sequence[str], iw_samples: int = 500, seed: int = 0) -> list[dict]:
         """Per-sentence `nll`, `neg_elbo`, `rec`, `kl`, `tokens`, `nll_per_token` (nats), in input order,

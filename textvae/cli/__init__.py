@@ -12,10 +12,10 @@ import argparse
 import logging
 import sys
 
-from . import evaluate, generate, train
+from . import evaluate, generate, latent, scores, train
 from .common import Parser
 
-COMMAND_MODULES = (train, generate, evaluate)
+COMMAND_MODULES = (train, generate, evaluate, latent, scores)
 # Errors that mean "the input was wrong", whatever part of the library raised them.
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -23,7 +23,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="textvae",
-        description="Variational autoencoders of text: train, sample, interpolate, reconstruct, encode, evaluate.",
+        description="Variational autoencoders of text: train, sample, interpolate, reconstruct, encode, evaluate; "
+        "neighbours, transfer, analogy, score and probe put the latent space to work.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="print debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)

@@ -66,6 +66,23 @@ def probability(text: str) -> float:
     return value
 
 
+# The files `data.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
+SENTENCE_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json")
+
+
+def sentence_file(text: str) -> str:
+    """An existing file that `read_sentence_file` can read (text, CSV, TSV, JSONL, JSON)."""
+    path = Path(text)
+    if path.suffix.lower() not in SENTENCE_FILE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a {', '.join(SENTENCE_FILE_SUFFIXES[:-1])} or {SENTENCE_FILE_SUFFIXES[-1]} file, "
+            f"got {text!r}"
+        )
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return text
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
