@@ -59,7 +59,7 @@ def write_table(path, rows, text_column: str = "text", label_column: str = "labe
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
 @pytest.mark.parametrize("column", ["text", "sentence"])
-def test_load_corpus_reads_tables_and_holds_out_validation(tmp_path, suffix, column):
+def test_load_corpus_reads_tables_and_holds_out_validation(tmp_path, monkeypatch, suffix, column):
     rows = [(sentence, 0) for sentence in make_sentences(40, seed=5)]
     path = write_table(tmp_path / f"corpus{suffix}", [*rows[:20], ("  ", 1), *rows[20:]], column)
     corpus = load_corpus(str(path), validation_fraction=0.25, text_column=column)
@@ -68,6 +68,9 @@ def test_load_corpus_reads_tables_and_holds_out_validation(tmp_path, suffix, col
     if column != "text":
         with pytest.raises(ValueError, match=r"has no text column 'text' \(columns: sentence, label\)"):
             load_corpus(str(path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="corpus not found"):  # a missing table is no Hub id
+        load_corpus(f"missing{suffix}")
 
 
 def test_train_reads_a_jsonl_corpus_with_a_named_column(tmp_path, capsys):
