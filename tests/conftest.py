@@ -33,5 +33,5 @@ def trained_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(make_sentences(200, seed=1)) + "\n", encoding="utf-8")
-    config = TrainConfig(data=str(corpus), **{**TINY_TRAIN, "plot_each_epoch": True})
+    config = TrainConfig(data=str(corpus), **{**TINY_TRAIN, "plot_each_epoch": True, "fit_prior": True})
     return train(config, output_dir=folder / "run")

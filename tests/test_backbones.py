@@ -472,7 +472,9 @@ def test_cli_trains_and_samples_a_tiny_bert_gpt2_pair(backbones, tmp_path, capsy
     assert (
         main(["interpolate", str(run), "the cat sat", "a dog ran", "--steps", "3", "--max-length", "8"]) == 0
     )
-    assert len(capsys.readouterr().out.splitlines()) == 2 + 3  # the inputs, then one line per point, whatever bytes
+    assert (
+        len(capsys.readouterr().out.splitlines()) == 2 + 3
+    )  # the inputs, then one line per point, whatever bytes
     evaluate = ["evaluate", str(run), "--data", str(corpus), "--split", "train", "--iw-samples", "3"]
     assert main([*evaluate, "--limit", "4", "--diversity-samples", "2", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)

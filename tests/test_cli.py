@@ -207,8 +207,8 @@ def bad_inputs(tmp_path, run, corpus_file):
             "expected a positive number",
         ),
         "missing aggregate prior": (
-            ["sample", run, "--prior", "aggregate"],
-            "has no aggregate prior: run `textvae fit-prior",
+            ["sample", mismatched, "--prior", "aggregate"],  # (checked before the tokenizer)
+            "does not belong to this model|has no aggregate prior",
         ),
         "missing corpus": (
             ["train", "--data", tmp_path / "nope.txt", "-o", tmp_path / "r1"],
@@ -433,3 +433,24 @@ def test_ctrl_c_is_one_line_exit_130_and_says_how_to_continue(tmp_path, corpus_f
         stopped.stderr.strip().splitlines()[-1]
         == f"textvae train: interrupted; continue with: textvae train --resume {run}"
     )
+
+
+def test_the_aggregate_prior_is_fitted_by_training_and_by_fit_prior(tmp_path, capsys, trained_run):
+    # Training fitted it at its end: sampling from it repeats with a seed.
+    assert (trained_run / "prior.json").is_file() and (trained_run / "prior.safetensors").is_file()
+    first = run_cli(capsys, "sample", trained_run, "-n", 4, "--seed", 3, "--prior", "aggregate")
+    again = run_cli(capsys, "sample", trained_run, "-n", 4, "--seed", 3, "--prior", "aggregate")
+    assert first[0] == 0 and first[1] == again[1] and len(first[1].splitlines()) == 4
+    # fit-prior fits it again for a run without one (an older run).
+    older = tmp_path / "older"
+    shutil.copytree(trained_run, older)
+    (older / "prior.json").unlink()
+    (older / "prior.safetensors").unlink()
+    code, _, err = run_cli(capsys, "sample", older, "--prior", "aggregate")
+    assert code == 2 and "has no aggregate prior: run `textvae fit-prior" in err
+    code, out, err = run_cli(capsys, "fit-prior", older, "--components", "1,2", "--max-train", 100)
+    assert code == 0 and "aggregate prior with" in out, err
+    assert json.loads((older / "prior.json").read_text())["n_components"] in (1, 2)
+    assert run_cli(capsys, "sample", older, "-n", 2, "--prior", "aggregate", "--seed", 1)[0] == 0
+    code, _, err = run_cli(capsys, "fit-prior", older, "--components", "0,x")
+    assert code == 2 and "--components must be positive integers" in err

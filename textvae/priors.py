@@ -267,10 +267,10 @@ def _check_latents(name: str, points, minimum: int):
 def fit_aggregate_prior(
     train_mu,
     valid_mu,
-    components: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    components: Sequence[int] = (1, 2, 4, 8, 16, 32),
     covariance_type: str = "full",
     seed: int = 0,
-    max_train: int = 50_000,
+    max_train: int = 20_000,
     reg_covar: float | None = None,
     max_iter: int = 200,
 ) -> AggregatePrior:

@@ -22,6 +22,7 @@ from .configuration import TextVAEConfig
 from .data import LengthBucketSampler, TokenizedSplit, collate, load_corpus, tokenize_corpus
 from .modeling import TextVAEModel, gaussian_kl
 from .plotting import write_training_plots
+from .rate_control import KLController
 from .reporting import check_reporter_available, make_reporter
 from .run_files import (
     append_record,
@@ -183,6 +184,15 @@ class Trainer:
         if config.pretrain_epochs and model.config.decoder_type == "hf":
             raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
+        self.controller = None
+        if config.target_kl is not None and model.config.has_latent:
+            self.controller = KLController(
+                target=config.target_kl,
+                warmup_steps=config.target_kl_warmup_steps,
+                kp=config.kl_controller_kp,
+                ki=config.kl_controller_ki,
+                beta_max=config.beta,
+            )
         self.scheduler = make_scheduler(config, self.optimizer, self.total_steps)
         self.state = {
             "step": 0,
@@ -204,7 +214,13 @@ class Trainer:
     def resume_from(self, checkpoint: Path) -> None:
         if 0 < self.config.pretrain_epochs <= ckpt.read_json(checkpoint / ckpt.TRAINER_STATE_NAME)["epoch"]:
             self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
-        self.state, _ = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        self.state, extra = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        if self.controller is not None:
+            if not (extra or {}).get("controller"):
+                raise ValueError(
+                    f"checkpoint {checkpoint} has no KL controller state: it does not fit this run"
+                )
+            self.controller.load_state_dict(extra["controller"])
         metrics = self.run_dir / ckpt.METRICS_NAME
         if metrics.is_file():  # drop lines written after the checkpoint: they will be written again
             records = read_records(metrics)
@@ -249,6 +265,8 @@ class Trainer:
         step = self.state["step"] - self.pretrain_steps
         if step < 0 or not self.model.config.has_latent:
             return 0.0
+        if self.controller is not None:
+            return self.controller.beta
         return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
 
     def _train_step(self, batch: dict) -> dict:
@@ -275,12 +293,16 @@ class Trainer:
         self.optimizer.step()
         if config.lr_scheduler == "cosine":
             self.scheduler.step()
-        return {
+        metrics = {
             "loss": loss,
             "rec": output.rec_loss.mean().item(),
             "kl": output.kl.mean().item(),
             "kl_weight": weight,
         }
+        if self.controller is not None and not pretraining:
+            metrics["kl_target"] = self.controller.current_target()
+            self.controller.update(metrics["kl"])  # the weight of the next step
+        return metrics
 
     def _diverged(self, what: str, value: float) -> ValueError:
         """The error that stops a run whose loss or gradients stopped being finite numbers.
@@ -316,7 +338,10 @@ class Trainer:
             state["step"] += 1
             state["batch_in_epoch"] += 1
             bar.set_postfix(
-                loss=f"{metrics['loss']:.2f}", kl=f"{metrics['kl']:.2f}", beta=f"{metrics['kl_weight']:.3f}"
+                loss=f"{metrics['loss']:.2f}",
+                kl=f"{metrics['kl']:.2f}"
+                + (f"/{metrics['kl_target']:.1f}" if "kl_target" in metrics else ""),
+                beta=f"{metrics['kl_weight']:.3f}",
             )
             if state["step"] % config.log_steps == 0:
                 self._log(
@@ -352,6 +377,8 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             **metrics,
         }
+        if self.controller is not None:
+            record.update(kl_weight=self.controller.beta, kl_target=self.controller.current_target())
         state["history"].append(record)
         self._log(record)
         logger.info(
@@ -363,7 +390,11 @@ class Trainer:
             metrics["ppl_bound"],
             metrics.get("au", "-"),
         )
-        if state["best_neg_elbo"] is None or metrics["neg_elbo"] < state["best_neg_elbo"]:
+        if not self._target_reached():
+            # While the KL still rises to its target, -ELBO rises with it by design: each epoch's model is
+            # kept, and the best-model record (and early stopping) start once the target is reached.
+            ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
+        elif state["best_neg_elbo"] is None or metrics["neg_elbo"] < state["best_neg_elbo"]:
             state["best_neg_elbo"] = metrics["neg_elbo"]
             state["epochs_without_improvement"] = 0
             ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
@@ -372,7 +403,7 @@ class Trainer:
         ckpt.write_json(self.run_dir / ckpt.HISTORY_NAME, state["history"])
         if self.plot_each_epoch:  # False from now on when matplotlib is missing: said once, in the log
             self.plot_each_epoch = write_training_plots(self.run_dir)
-        if config.lr_scheduler == "plateau":
+        if config.lr_scheduler == "plateau" and self._target_reached():
             self.scheduler.step(metrics["neg_elbo"])
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
@@ -383,12 +414,23 @@ class Trainer:
         patience = config.early_stopping_patience
         return bool(patience) and state["epochs_without_improvement"] >= patience
 
+    def _target_reached(self) -> bool:
+        """False while a KL target is still to be reached (warming up, or the KL still rising to it)."""
+        return self.controller is None or self.controller.reached
+
     def _checkpoint(self) -> None:
         self._last_save = now = _clock()
         if self.state["batch_in_epoch"]:
             self.state["epoch_seconds"] = now - self._epoch_started
+        extra = {"controller": self.controller.state_dict()} if self.controller is not None else None
         ckpt.save_checkpoint(
-            self.run_dir, self.model, self.optimizer, self.scheduler, self.state, self.config.keep_checkpoints
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            self.config.keep_checkpoints,
+            extra,
         )
 
     def train(self) -> list[dict]:
@@ -508,4 +550,21 @@ def train(
     else:
         ckpt.save_model(run_dir, model, data.tokenizer, data.encoder_tokenizer)
     trainer.train()
+    if config.fit_prior and model.config.has_latent and trainer.state["finished"]:
+        fit_final_prior(run_dir, data, trainer.device, config.seed)
     return run_dir
+
+
+def fit_final_prior(run_dir: Path, data: PreparedData, device, seed: int) -> None:
+    """Fit the aggregate-posterior prior of the run's best model (`sample --prior aggregate`) and save it."""
+    from .priors import fit_run_prior
+
+    started = time.monotonic()
+    best = ckpt.load_model(run_dir, device)
+    prior = fit_run_prior(best, data.train, data.validation, seed=seed)
+    prior.save(run_dir)
+    logger.info(
+        "aggregate prior fitted: %d components (%.0f s); sample from it with --prior aggregate",
+        prior.n_components,
+        time.monotonic() - started,
+    )

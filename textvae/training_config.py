@@ -89,6 +89,15 @@ class TrainConfig:
     kl_cycles: int = _option(4, "cyclical: number of cycles over the whole training (Fu et al. 2019)")
     kl_cycle_ratio: float = _option(0.5, "cyclical: share of each cycle spent increasing the weight")
     beta: float = _option(1.0, "maximum KL weight")
+    target_kl: float | None = _option(
+        None,
+        "target rate: KL in nats per sentence that a PI controller keeps the batch KL at by setting the KL "
+        "weight each step (ControlVAE, Shao et al. 2020); replaces kl_schedule, beta bounds the weight "
+        "(default: None, off)",
+    )
+    target_kl_warmup_steps: int = _option(0, "steps over which the KL target rises linearly from 0")
+    kl_controller_kp: float = _option(0.01, "proportional gain of the KL controller (ControlVAE's)")
+    kl_controller_ki: float = _option(1e-4, "integral gain of the KL controller (ControlVAE's)")
     free_bits: float = _option(
         0.125,
         "free bits per latent dimension, in nats, on the batch-mean KL (Kingma et al. 2016); 0 disables",
@@ -105,6 +114,11 @@ class TrainConfig:
     )
     word_dropout: float = _option(
         0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
+    )
+    fit_prior: bool = _option(
+        True,
+        "at the end of training, fit the aggregate-posterior prior (a Gaussian mixture on the training set's "
+        "posterior means, Ghosh et al. 2020) that sample --prior aggregate uses",
     )
     # Loop, checkpoints, machine.
     early_stopping_patience: int = _option(
@@ -172,11 +186,16 @@ class TrainConfig:
             "pretrain_epochs",
             "save_steps",
             "save_minutes",
+            "target_kl_warmup_steps",
+            "kl_controller_kp",
+            "kl_controller_ki",
             "lr_patience",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be positive, got {self.target_kl}")
         if self.pretrain_epochs >= self.epochs:
             raise ValueError(
                 f"pretrain_epochs ({self.pretrain_epochs}) must be smaller than epochs ({self.epochs})"
