@@ -37,8 +37,6 @@ from textvae.latent_tools import (
     encode_corpus_cached,
     format_probe_table,
     nearest_neighbours,
-    probe_accuracy,
-    tfidf_probe_accuracy,
 )
 from textvae.pipeline import TextVAEPipeline
 from textvae.text_metrics import corpus_bleu
@@ -82,15 +80,21 @@ def encoded(pipeline, data_dir: Path, split: str) -> torch.Tensor:
 
 def run_probe(args, pipeline) -> dict:
     (train_texts, train_labels), (test_texts, test_labels) = (
-        labelled(args.data_dir, s) for s in ("train", "valid")
+        labelled(args.data_dir, split) for split in ("train", "valid")
     )
     counts = [None if part == "all" else int(part) for part in args.num_labels.split(",")]
-    options = dict(num_labels=counts, repeats=args.repeats, seed=args.seed)
-    train_mu, test_mu = encoded(pipeline, args.data_dir, "train"), encoded(pipeline, args.data_dir, "valid")
-    results = {
-        "latent": probe_accuracy(train_mu.numpy(), train_labels, test_mu.numpy(), test_labels, **options),
-        "tfidf": tfidf_probe_accuracy(train_texts, train_labels, test_texts, test_labels, **options),
-    }
+    folder = args.data_dir / "yelp_short"
+    results = pipeline.probe(
+        train_texts,
+        train_labels,
+        test_texts,
+        test_labels,
+        num_labels=counts,
+        repeats=args.repeats,
+        seed=args.seed,
+        train_path=folder / "train.jsonl",
+        test_path=folder / "valid.jsonl",
+    )
     print(f"## probe: sentiment of yelp valid ({len(test_texts)}), labels drawn from yelp train\n")
     print(format_probe_table(results))
     return results

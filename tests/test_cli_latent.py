@@ -230,6 +230,7 @@ def test_probe_prints_a_table_and_json(run, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["labels", "latent"] and len(lines) == 3
     assert lines[1].startswith("10 ") and lines[2].startswith("all (100)")
+    assert len(list(run.glob(f"{CACHE_PREFIX}*.safetensors"))) == 2  # train and test encodings, reused below
     code, out, _ = run_cli(capsys, "probe", run, *options, "--json")
     results = json.loads(out)
     assert [row["num_labels"] for row in results["latent"]] == [10, None]

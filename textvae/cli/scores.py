@@ -177,6 +177,9 @@ def run_probe(args) -> None:
         num_labels=args.num_labels,
         repeats=args.repeats,
         seed=args.seed,
+        train_path=args.train,
+        test_path=args.test,
+        text_column=args.text_column,
     )
     if args.json:
         print(json.dumps({"train": args.train, "test": args.test, **results}, indent=2))
