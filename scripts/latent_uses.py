@@ -27,6 +27,7 @@ import random
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 
@@ -224,6 +225,7 @@ def run_neighbours(args, pipeline) -> dict:
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    datasets.disable_progress_bars()  # reading the .jsonl files would draw one on standard error
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

@@ -125,6 +125,18 @@ def test_neighbours_read_queries_from_a_labelled_file(run, tmp_path, capsys):
     ]
 
 
+def test_reading_tables_draws_no_progress_bar(run, tmp_path):
+    # In a fresh process (the tests before may have silenced datasets already): stderr holds log lines only.
+    rows = labelled(30, seed=13)
+    corpus, queries = write_table(tmp_path / "corpus.jsonl", rows), write_table(tmp_path / "q.csv", rows[:2])
+    command = [sys.executable, "-m", "textvae.cli", "neighbours", str(run), "--file", str(queries)]
+    result = subprocess.run(
+        [*command, "--corpus", str(corpus), "-k", "1"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert all(line.startswith("textvae: ") for line in result.stderr.splitlines()), result.stderr
+
+
 # ---------------------------------------------------------------- transfer and analogy
 
 

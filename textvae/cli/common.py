@@ -118,9 +118,7 @@ def read_sentences(args) -> list[str]:
     if args.sentences:
         return list(args.sentences)
     if args.file and args.file != "-":
-        from ..data import read_sentence_file
-
-        return read_sentence_file(args.file, text_column=getattr(args, "text_column", None))[0]
+        return read_file(args.file, text_column=getattr(args, "text_column", None))[0]
     lines = []
     if args.file == "-" or (sys.stdin is not None and not sys.stdin.isatty()):
         lines = sys.stdin.read().splitlines()
@@ -133,6 +131,14 @@ def read_sentences(args) -> list[str]:
     if not sentences:
         raise ValueError("no sentences given: pass them as arguments, with --file, or on standard input")
     return sentences
+
+
+def read_file(path: str, text_column: str | None = None, label_column: str | None = None):
+    """`data.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
+    quiet_libraries()
+    from ..data import read_sentence_file
+
+    return read_sentence_file(path, text_column, label_column)
 
 
 def check_output_file(path: str, suffixes: tuple[str, ...], force: bool) -> Path:

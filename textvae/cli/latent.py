@@ -11,6 +11,7 @@ from .common import (
     finite_float,
     load_pipeline,
     positive_int,
+    read_file,
     read_sentences,
     sentence_file,
 )
@@ -130,9 +131,7 @@ def add_parsers(commands) -> None:
 
 def run_neighbours(args) -> None:
     queries = read_sentences(args)
-    from ..data import read_sentence_file
-
-    corpus, _ = read_sentence_file(args.corpus, text_column=args.text_column)
+    corpus, _ = read_file(args.corpus, text_column=args.text_column)
     results = load_pipeline(args).neighbours(
         queries, corpus, args.k, args.metric, corpus_path=args.corpus, text_column=args.text_column
     )
@@ -166,13 +165,11 @@ def _check_transfer_groups(args) -> None:
 
 
 def _transfer_groups(args) -> tuple[list[str], list[str]]:
-    from ..data import read_sentence_file
-
     if args.labels is None:
-        source, _ = read_sentence_file(args.source, text_column=args.text_column)
-        target, _ = read_sentence_file(args.target, text_column=args.text_column)
+        source, _ = read_file(args.source, text_column=args.text_column)
+        target, _ = read_file(args.target, text_column=args.text_column)
         return source, target
-    texts, labels = read_sentence_file(args.labels, args.text_column, args.label_column)
+    texts, labels = read_file(args.labels, args.text_column, args.label_column)
     labels = [str(label) for label in labels]  # JSON ints and CSV strings compare as written
     groups = []
     for name, wanted in (("--from", args.from_label), ("--to", args.to_label)):

@@ -14,6 +14,7 @@ from .common import (
     add_sentence_input,
     load_pipeline,
     positive_int,
+    read_file,
     read_sentences,
     sentence_file,
 )
@@ -137,9 +138,7 @@ def run_score(args) -> None:
     sentences = read_sentences(args)
     against = None
     if args.against is not None:
-        from ..data import read_sentence_file
-
-        against, _ = read_sentence_file(args.against, text_column=args.text_column)
+        against, _ = read_file(args.against, text_column=args.text_column)
     pipeline = load_pipeline(args)
     rows = pipeline.score(sentences, iw_samples=args.iw_samples, seed=args.seed)
     if against is None:
@@ -162,10 +161,8 @@ def run_score(args) -> None:
 
 
 def run_probe(args) -> None:
-    from ..data import read_sentence_file
-
-    train_texts, train_labels = read_sentence_file(args.train, args.text_column, args.label_column)
-    test_texts, test_labels = read_sentence_file(args.test, args.text_column, args.label_column)
+    train_texts, train_labels = read_file(args.train, args.text_column, args.label_column)
+    test_texts, test_labels = read_file(args.test, args.text_column, args.label_column)
     # Labels compare as written: a JSON 1 and a CSV "1" are the same class.
     train_labels = [str(label) for label in train_labels]
     test_labels = [str(label) for label in test_labels]
