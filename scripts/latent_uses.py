@@ -178,10 +178,12 @@ def run_anomaly(args) -> dict:
             results[name]["mean_nll_per_token"][key] = sum(r["nll"] for r in rows) / sum(
                 r["tokens"] for r in rows
             )
+        # A language model's -ELBO is its NLL and its KL is 0: only the NLLs tell anything there.
+        names = SCORES if pipeline.model.config.has_latent else SCORES[:2]
         for key in ("yelp valid", "ptb valid shuffled"):
             values = {
                 score: auroc([r[score] for r in scores["ptb valid"]], [r[score] for r in scores[key]])
-                for score in SCORES
+                for score in names
             }
             results[name]["auroc"][key] = values
             print(f"  {key:<20}" + "  ".join(f"{score} {value:.3f}" for score, value in values.items()))
