@@ -122,7 +122,8 @@ def test_reconstruct_reads_standard_input(trained_run):
 
 
 def test_help_documents_every_command(capsys):
-    for command in ("train", "sample", "reconstruct", "interpolate", "encode", "evaluate"):
+    commands = ("train", "sample", "reconstruct", "interpolate", "encode", "evaluate")
+    for command in (*commands, "neighbours", "transfer", "analogy", "score", "probe"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0

@@ -137,8 +137,9 @@ def load_corpus(
 ) -> datasets.DatasetDict:
     """Load a corpus of one sentence per row into `train` / `validation` (/ `test`) splits.
 
-    source: a named corpus (`ptb`, looked up in the data dir), a text file, a folder with `train.txt`
-    (and `valid.txt` / `test.txt`), or a Hugging Face Hub dataset id (with `text_column`).
+    source: a named corpus (`ptb`, looked up in the data dir), a text file, a CSV / TSV / JSONL / JSON file
+    (its `text_column`, read by `read_sentence_file`), a folder with `train.txt` (and `valid.txt` /
+    `test.txt`), or a Hugging Face Hub dataset id (with `text_column`).
     Blank lines are dropped, with a warning that counts them. Without a validation split one is cut
     from train with `seed`.
     """
@@ -157,6 +158,9 @@ def load_corpus(
                 f"({info['source']}), or point --data-dir / ${DATA_DIR_ENV} at the folder that holds {source}/"
             )
         corpus = _load_text_files(files, encoding_errors)
+    elif path.is_file() and path.suffix.lower() in _TABLE_FORMATS:
+        texts, _ = read_sentence_file(path, text_column=text_column)
+        corpus = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})})
     elif path.is_file():
         corpus = _load_text_files({"train": path}, encoding_errors)
     elif path.is_dir():
@@ -164,7 +168,7 @@ def load_corpus(
         if "train" not in files:
             raise ValueError(f"corpus folder {path} has no train.txt")
         corpus = _load_text_files(files, encoding_errors)
-    elif _HUB_ID.match(source) and not source.endswith((".txt", ".text")):
+    elif _HUB_ID.match(source) and not source.lower().endswith((".txt", ".text", *_TABLE_FORMATS)):
         corpus = _load_hub_dataset(source, hub_config, text_column)
     else:
         raise ValueError(

@@ -364,3 +364,19 @@ def tfidf_probe_accuracy(
         test_labels,
         draws,
     )
+
+
+def format_probe_table(results: dict[str, list[dict]]) -> str:
+    """The probe results as a table: one row per number of labels, mean ± std over the draws."""
+
+    def cell(result: dict) -> str:
+        if len(result["accuracies"]) == 1:
+            return f"{result['accuracy']:.3f}"
+        return f"{result['accuracy']:.3f} ± {result['std']:.3f}"
+
+    lines = [f"{'labels':<14}{'latent (mu)':<18}{'TF-IDF':<18}draws"]
+    for latent, tfidf in zip(results["latent"], results["tfidf"], strict=True):
+        count = latent["num_labels"]
+        name = str(count) if count is not None else f"all ({latent['num_examples']})"
+        lines.append(f"{name:<14}{cell(latent):<18}{cell(tfidf):<18}{len(latent['accuracies'])}")
+    return "\n".join(lines)

@@ -402,12 +402,13 @@ class TextVAEPipeline:
         strategy: str = "greedy",
         beam_size: int = 5,
         max_length: int | None = None,
+        seed: int | None = None,
     ) -> str:
         """ "a is to b as c is to ?": the sentence decoded from `mu(c) + mu(b) - mu(a)`."""
         self._require_latent()
         mu, _ = self.encode([a, b, c])
         z = analogy_latent(mu[0], mu[1], mu[2])[None]  # (1, Z)
-        return self.decode(z=z, strategy=strategy, beam_size=beam_size, max_length=max_length)[0]
+        return self.decode(z=z, strategy=strategy, beam_size=beam_size, seed=seed, max_length=max_length)[0]
 
     def score(self, sentences: Sequence[str], iw_samples: int = 500, seed: int = 0) -> list[dict]:
         """Per-sentence `nll`, `neg_elbo`, `rec`, `kl`, `tokens`, `nll_per_token` (nats), in input order,
@@ -428,12 +429,25 @@ class TextVAEPipeline:
         num_labels: Sequence[int | None] = (100, 1000, None),
         repeats: int = 5,
         seed: int = 0,
+        *,
+        train_path: str | Path | None = None,
+        test_path: str | Path | None = None,
+        text_column: str | None = None,
     ) -> dict[str, list[dict]]:
         """Few-label accuracy of a linear probe on the posterior means, beside a TF-IDF baseline on the same
-        drawn examples: `{"latent": [...], "tfidf": [...]}`, one dict per N (see `probe_accuracy`)."""
+        drawn examples: `{"latent": [...], "tfidf": [...]}`, one dict per N (see `probe_accuracy`).
+
+        With `train_path` / `test_path` (the files the sentences were read from, with `text_column`) their
+        encodings are cached in the run folder, as `neighbours` does.
+        """
         self._require_latent()
         draw_label_subsets(train_labels, num_labels, repeats, seed)  # bad options fail before encoding
-        train_mu, test_mu = self.encode(train_sentences)[0], self.encode(test_sentences)[0]
+        train_mu, test_mu = (
+            self.encode(sentences)[0]
+            if path is None
+            else encode_corpus_cached(self, sentences, path, text_column=text_column)
+            for sentences, path in ((train_sentences, train_path), (test_sentences, test_path))
+        )
         options = dict(num_labels=num_labels, repeats=repeats, seed=seed)
         return {
             "latent": probe_accuracy(train_mu.numpy(), train_labels, test_mu.numpy(), test_labels, **options),

@@ -40,7 +40,9 @@ class TrainConfig:
         "corpus: a text file, a folder with train.txt / valid.txt, a named corpus (ptb) or a Hub dataset id",
     )
     data_dir: str | None = _option(None, "folder holding named corpora (default: $TEXTVAE_DATA, else data/)")
-    text_column: str = _option("text", "column of a Hub dataset that holds the sentences")
+    text_column: str = _option(
+        "text", "column of a CSV / TSV / JSONL file or a Hub dataset that holds the sentences"
+    )
     validation_fraction: float = _option(
         0.05, "share of train cut off as validation when the corpus has none"
     )

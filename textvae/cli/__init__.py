@@ -12,10 +12,10 @@ import argparse
 import logging
 import sys
 
-from . import evaluate, explore, generate, train
+from . import evaluate, explore, generate, latent, scores, train
 from .common import Parser
 
-COMMAND_MODULES = (train, generate, evaluate, explore)
+COMMAND_MODULES = (train, generate, evaluate, latent, scores, explore)
 # Errors that mean "the input was wrong", whatever part of the library raised them.
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -23,8 +23,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="textvae",
-        description="Variational autoencoders of text: train, sample, interpolate, reconstruct, encode, evaluate, "
-        "plot, serve.",
+        description="Variational autoencoders of text: train, sample, interpolate, reconstruct, encode, evaluate; "
+        "neighbours, transfer, analogy, score and probe put the latent space to work; plot and serve show it.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="print debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)

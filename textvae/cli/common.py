@@ -66,6 +66,23 @@ def probability(text: str) -> float:
     return value
 
 
+# The files `data.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
+SENTENCE_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json")
+
+
+def sentence_file(text: str) -> str:
+    """An existing file that `read_sentence_file` can read (text, CSV, TSV, JSONL, JSON)."""
+    path = Path(text)
+    if path.suffix.lower() not in SENTENCE_FILE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a {', '.join(SENTENCE_FILE_SUFFIXES[:-1])} or {SENTENCE_FILE_SUFFIXES[-1]} file, "
+            f"got {text!r}"
+        )
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return text
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -101,9 +118,7 @@ def read_sentences(args) -> list[str]:
     if args.sentences:
         return list(args.sentences)
     if args.file and args.file != "-":
-        from ..data import read_sentence_file
-
-        return read_sentence_file(args.file, text_column=getattr(args, "text_column", None))[0]
+        return read_file(args.file, text_column=getattr(args, "text_column", None))[0]
     lines = []
     if args.file == "-" or (sys.stdin is not None and not sys.stdin.isatty()):
         lines = sys.stdin.read().splitlines()
@@ -116,6 +131,14 @@ def read_sentences(args) -> list[str]:
     if not sentences:
         raise ValueError("no sentences given: pass them as arguments, with --file, or on standard input")
     return sentences
+
+
+def read_file(path: str, text_column: str | None = None, label_column: str | None = None):
+    """`data.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
+    quiet_libraries()
+    from ..data import read_sentence_file
+
+    return read_sentence_file(path, text_column, label_column)
 
 
 def check_output_file(path: str, suffixes: tuple[str, ...], force: bool) -> Path:
