@@ -31,7 +31,7 @@ from textvae.distributed import (
     shared_errors,
 )
 from textvae.evaluation import evaluate_run
-from textvae.modeling import free_bits_kl
+from textvae.modeling import FixedScaleBatchNorm, free_bits_kl
 from textvae.training import Trainer, build_model, prepare_data, train
 from textvae.training_config import TrainConfig
 
@@ -183,6 +183,33 @@ def test_given_draws_decide_z_and_word_dropout():
         input_ids, attention_mask, z=output.z, word_dropout=0.5, word_dropout_draws=torch.zeros(3, 9)
     )
     assert not torch.allclose(dropped.rec_loss, plain.rec_loss)  # draws of 0 drop every word
+
+
+def test_global_batch_norm_equals_batch_norm_for_one_process():
+    """The synchronised statistics (sums over the processes) give BatchNorm1d's output, gradient and
+    running statistics when the global batch is one process's."""
+    torch.manual_seed(0)
+    plain, synchronised = FixedScaleBatchNorm(4, 0.6), FixedScaleBatchNorm(4, 0.6)
+    synchronised.synchronize = True
+    for step in range(3):
+        mu = (torch.randn(5, 4) * 3 + step).requires_grad_()
+        twin = mu.detach().clone().requires_grad_()
+        weights = torch.randn(5, 4)
+        (plain(mu) * weights).sum().backward()
+        (synchronised(twin) * weights).sum().backward()
+        torch.testing.assert_close(synchronised(twin), plain(mu))
+        torch.testing.assert_close(twin.grad, mu.grad)
+    for name, buffer in plain.norm.named_buffers():
+        torch.testing.assert_close(getattr(synchronised.norm, name), buffer)
+
+
+def test_batch_norm_leaves_the_bias_of_mu_without_gradient():
+    """BN removes any shift of mu: its bias would only get rounding noise, which Adam scales up."""
+    model = tiny_model(seed=2, posterior_mean_batchnorm=0.6).train()
+    input_ids, attention_mask = random_batch(4)
+    model(input_ids, attention_mask).loss.backward()
+    assert float(model.posterior.bias.grad[:4].abs().max()) == 0.0
+    assert float(model.posterior.bias.grad[4:].abs().max()) > 0.0  # logvar's bias learns
 
 
 @pytest.mark.parametrize("batch_norm", [0.0, 0.6])

@@ -20,11 +20,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -213,13 +213,14 @@ def shard_bounds(count: int, shard: int, shards: int) -> tuple[int, int]:
 
 
 def derived_seed(*keys: int) -> int:
-    """A seed mixed from integer keys (numpy's `SeedSequence`): (seed, step) -> the seed of that step.
+    """A seed hashed from integer keys: (seed, step, stream) -> the seed of that step's stream.
 
     Random draws keyed by what they are for (a step, a batch) rather than by how many draws a process made
-    before are the same on every process and after every resume. Nearby keys give unrelated streams.
+    before are the same on every process and after every resume. Different keys give unrelated seeds
+    (a hash of their decimal form: no two tuples of keys share one).
     """
-    entropy = [int(key) % (1 << 64) for key in keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]) & _SEED_MASK
+    text = ",".join(str(int(key)) for key in keys).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _SEED_MASK
 
 
 def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -40,7 +40,9 @@ from .training_config import TrainConfig, kl_weight
 
 logger = logging.getLogger(__name__)
 _clock = time.monotonic  # epoch wall time; a test may replace it
-_DROPOUT_STREAM = 1  # key of the seeds of dropout layers, apart from the step's own draws
+# Streams of a step's seeds, `derived_seed(seed, step, stream)`: z's noise and word dropout, dropout layers
+# (one stream per process), and the new decoder after autoencoder pretraining.
+_STEP_DRAWS, _DROPOUT_LAYERS, _DECODER_RESET = 0, 1, 2
 
 
 @dataclass
@@ -204,8 +206,6 @@ class Trainer:
                 f"it must hold at least one sentence per process"
             )
         self.model.to(self.device)
-        if distributed.is_distributed() and model.mean_norm is not None:
-            model.mean_norm.synchronize = True  # BN-VAE's statistics over the global batch
         self.forward_model = model  # under DistributedDataParallel once train() starts
         self._generator = torch.Generator(device=self.device)  # the step's draws, reseeded every step
         self._global_batch_size, self._shard_weight = config.batch_size, 1.0  # set for each step
@@ -254,9 +254,8 @@ class Trainer:
                 )
             self.controller.load_state_dict(extra["controller"])
         metrics = self.run_dir / ckpt.METRICS_NAME
-        if (
-            self.is_main and metrics.is_file()
-        ):  # drop lines written after the checkpoint: they will be written again
+        # Drop lines written after the checkpoint: they will be written again.
+        if self.is_main and metrics.is_file():
             records = read_records(metrics)
             rewrite_records(metrics, [r for r in records if r.get("step", 0) <= self.state["step"]])
         logger.info(
@@ -282,7 +281,7 @@ class Trainer:
         """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
         if reset_decoder:
             # Seeded by the step alone: every process draws the same new decoder, resumed or not.
-            torch.manual_seed(derived_seed(self.config.seed, self.state["step"]))
+            torch.manual_seed(derived_seed(self.config.seed, self.state["step"], _DECODER_RESET))
             decoder = self.model.decoder
             if hasattr(decoder, "reset_parameters"):  # a decoder that knows its own initialisation
                 decoder.reset_parameters()
@@ -326,7 +325,9 @@ class Trainer:
         batch = {
             k: v.to(self.device) for k, v in collate(self.data.train, indices[start:stop], *pad_ids).items()
         }
-        generator = self._generator.manual_seed(derived_seed(self.config.seed, self.state["step"]))
+        generator = self._generator.manual_seed(
+            derived_seed(self.config.seed, self.state["step"], _STEP_DRAWS)
+        )
         if self.model.config.has_latent:
             eps = torch.randn((count, self.model.config.latent_dim), generator=generator, device=self.device)
             batch["eps"] = eps[start:stop]  # (B, Z)
@@ -365,7 +366,7 @@ class Trainer:
         pretraining = self.state["step"] < self.pretrain_steps
         # Dropout layers draw from torch's generator: seeded by (seed, step, rank), a resumed run repeats
         # them, and the processes draw independent masks.
-        torch.manual_seed(derived_seed(config.seed, self.state["step"], _DROPOUT_STREAM + self.rank))
+        torch.manual_seed(derived_seed(config.seed, self.state["step"], _DROPOUT_LAYERS, self.rank))
         with self._autocast():
             output = self.forward_model(
                 **batch,
@@ -526,6 +527,8 @@ class Trainer:
     def train(self) -> list[dict]:
         """Train to the last epoch, early stop, or max_steps; return the validation history."""
         self.forward_model = distributed.wrap_model(self.model, self.device)
+        if self.model.mean_norm is not None:  # BN-VAE's statistics over the global batch
+            self.model.mean_norm.synchronize = distributed.is_distributed()
         if self.world_size > 1:
             logger.info(
                 "%d processes share each global batch of %d sentences (%.1f each)",
@@ -539,6 +542,8 @@ class Trainer:
             return self._train()
         finally:
             self.forward_model = self.model
+            if self.model.mean_norm is not None:
+                self.model.mean_norm.synchronize = False
             if self.reporter is not None:
                 self.reporter.close()
 
