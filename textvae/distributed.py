@@ -112,7 +112,7 @@ def setup_process_group(device: str = "auto") -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group, if this process is in one (at exit, or before starting another)."""
+    """Leave the process group, if this process is in one (registered to run at exit)."""
     if is_distributed():
         dist.destroy_process_group()
 
@@ -216,8 +216,8 @@ def derived_seed(*keys: int) -> int:
     """A seed hashed from integer keys: (seed, step, stream) -> the seed of that step's stream.
 
     Random draws keyed by what they are for (a step, a batch) rather than by how many draws a process made
-    before are the same on every process and after every resume. Different keys give unrelated seeds
-    (a hash of their decimal form: no two tuples of keys share one).
+    before are the same on every process and after every resume. Different tuples of keys hash different
+    texts (their decimal form), so they give unrelated seeds; 63 bits, as torch seeds take.
     """
     text = ",".join(str(int(key)) for key in keys).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _SEED_MASK
@@ -237,6 +237,6 @@ def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     backbones = (getattr(config, "encoder_type", None), getattr(config, "decoder_type", None))
     return DistributedDataParallel(
         model,
-        device_ids=[device.index] if device.type == "cuda" else None,
+        device_ids=[device.index] if device.type == "cuda" and device.index is not None else None,
         find_unused_parameters="hf" in backbones,
     )
