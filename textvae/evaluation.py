@@ -4,7 +4,8 @@ Every metric follows the definitions of BENCHMARKS.md, which are those of He et 
 github.com/jxhe/vae-lagging-encoder) and Li et al. (2019): per-sentence values in nats over a whole split,
 the sentence's words plus its EOS as targets (never the BOS), the KL weight 1, and the importance-weighted
 NLL with K = 500 samples of `q(z | x)` (Burda et al. 2016). All randomness comes from `seed`, so a run
-repeats exactly on the same device.
+repeats exactly on the same device. Under torchrun the processes share the scoring of the split
+(`evaluate(..., shard=True)`, which `evaluate_run` sets) and the figures equal one process's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from . import distributed
 from .data import LengthBucketSampler, TokenizedSplit, collate
+from .distributed import derived_seed
 from .generation import generate
 from .modeling import TextVAEModel, gaussian_kl, gaussian_log_density
 from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
@@ -143,6 +146,19 @@ def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
     }
 
 
+def batch_generators(generators: dict[str, torch.Generator], number: int) -> dict[str, torch.Generator]:
+    """Generators of the per-batch streams (z of the ELBO, the IW samples) for batch `number` of a split.
+
+    Seeded by (stream seed, batch number): a batch draws the same numbers whichever process scores it.
+    """
+    return {
+        name: torch.Generator(device=generators[name].device).manual_seed(
+            derived_seed(generators[name].initial_seed(), number)
+        )
+        for name in ("elbo", "iw")
+    }
+
+
 def _score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) -> dict:
     """Per-sentence rec, KL and IW NLL of one batch, its posteriors and its greedy reconstructions."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
@@ -169,25 +185,44 @@ def _score_batch(model, tokenizer, batch: dict, options: dict, generators: dict)
     return out
 
 
-def _score_split(model, tokenizer, split: TokenizedSplit, options: dict, generators: dict) -> dict:
-    """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references."""
+def _score_split(
+    model, tokenizer, split: TokenizedSplit, options: dict, generators: dict, shard: bool = False
+) -> dict:
+    """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references.
+
+    shard: every process of the group scores every N-th batch; the sums are reduced and the posteriors and
+    texts gathered, in the split's batch order, on every process.
+    """
     device = next(model.parameters()).device
-    totals = {"rec": 0.0, "kl": 0.0, "nll": 0.0, "mu": [], "logvar": [], "hypotheses": [], "references": []}
     # Batches of similar lengths, in a fixed order: little padding, and the same random draws every run.
     batches = LengthBucketSampler(split.lengths, options["batch_size"], shuffle=False).batches()
-    progress = tqdm(total=len(split), desc="evaluating", unit="sent", disable=not options["show_progress"])
+    rank, processes = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
+    mine = range(rank, len(batches), processes)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # rec, kl, nll
+    parts = []  # (batch number, mu, logvar, hypotheses, references)
+    total = sum(len(batches[number]) for number in mine)
+    progress = tqdm(total=total, desc="evaluating", unit="sent", disable=not options["show_progress"])
     with progress:
-        for indices in batches:
+        for number in mine:
+            indices = batches[number]
             batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
-            scores = _score_batch(model, tokenizer, batch, options, generators)
-            for key in ("rec", "kl", "nll"):
-                totals[key] += float(scores[key].sum())
-            for key in ("mu", "logvar"):
-                if scores[key] is not None:
-                    totals[key].append(scores[key])
-            totals["hypotheses"] += scores["hypotheses"]
-            totals["references"] += scores["references"]
+            scores = _score_batch(model, tokenizer, batch, options, batch_generators(generators, number))
+            sums += torch.stack([scores[key].sum() for key in ("rec", "kl", "nll")])
+            posterior = [scores["mu"], scores["logvar"]]  # (B, Z) each, or None
+            if shard and posterior[0] is not None:  # pickled for the other processes: on the CPU
+                posterior = [tensor.cpu() for tensor in posterior]
+            parts.append((number, *posterior, scores["hypotheses"], scores["references"]))
             progress.update(len(indices))
+    if shard:
+        distributed.all_reduce_sum(sums)
+        parts = sorted(
+            (part for group in distributed.gather_objects(parts) for part in group), key=lambda p: p[0]
+        )
+    totals = dict(zip(("rec", "kl", "nll"), sums.tolist(), strict=True))
+    totals["mu"] = [part[1].to(device) for part in parts if part[1] is not None]
+    totals["logvar"] = [part[2].to(device) for part in parts if part[2] is not None]
+    totals["hypotheses"] = [text for part in parts for text in part[3]]
+    totals["references"] = [text for part in parts for text in part[4]]
     return totals
 
 
@@ -325,6 +360,7 @@ def evaluate(
     num_forward_samples: int = 1000,
     interpolation_pairs: int = 100,
     interpolation_steps: int = 5,
+    shard: bool = False,
 ) -> dict:
     """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
 
@@ -343,6 +379,11 @@ def evaluate(
     in one decoder call, so decoder batches hold batch_size * iw_chunk_size rows: lower either to save
     memory. compute_bleu=False skips the reconstructions and self-BLEU. The model runs in eval mode (no
     dropout) on its own device and gets its training mode back afterwards.
+
+    shard: in a process group (torchrun), every process calls `evaluate` and scores its share of the
+    split's batches (the K-sample NLL is most of the work); sums are reduced and the posteriors (for MI
+    and AU) and reconstructions gathered, so every process returns the figures one process would, up to
+    the order of the sums. The prior samples and interpolations are drawn by every process alike.
     """
     options = dict(
         iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
@@ -359,7 +400,7 @@ def evaluate(
     generation_options = (reference_lm, priors, num_forward_samples, interpolation_pairs, interpolation_steps)
     try:
         with torch.no_grad():
-            totals = _score_split(model, tokenizer, split, options, generators)
+            totals = _score_split(model, tokenizer, split, options, generators, shard)
             diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
             generation = _generation_results(
                 model, tokenizer, totals, generators, tokenize, *generation_options, max_length
@@ -444,13 +485,36 @@ def evaluate_run(
     fraction, so it is evaluated on exactly the sentences training held out. `reference_lm`: a textvae
     language model run for the forward PPL of prior samples (N(0, I) and, when the run has one, the
     aggregate prior) and of interpolation steps. `options` go to `evaluate`.
+    Under torchrun every process calls it: they share the scoring (`evaluate(..., shard=True)`), each on the
+    GPU of its local rank, and the main process saves the results.
     """
-    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json, write_json
+    split = "validation" if split == "valid" else split
+    target = distributed.setup_process_group(device or "auto")
+    with distributed.shared_errors():
+        model, tokenizer, sentences, split = _load_for_evaluation(
+            run, data, data_dir, split, text_column, reference_lm, limit, target, options
+        )
+    main = distributed.is_main_process()
+    options["show_progress"] = options.get("show_progress", True) and main
+    results = evaluate(model, tokenizer, sentences, **options, shard=distributed.is_distributed())
+    results.update(run=str(run), data=str(data), split=split, limit=limit)
+    if save and main:
+        from .checkpointing import write_json
+
+        name = split if split != "file" else f"file-{Path(data).stem}"
+        name = f"eval-{name}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
+        write_json(Path(run) / name, results)
+    distributed.barrier()  # every process returns once the results are saved
+    return results
+
+
+def _load_for_evaluation(run, data, data_dir, split, text_column, reference_lm, limit, device, options):
+    """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM and
+    the priors into `options`."""
+    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
     from .data import load_corpus, read_sentence_file, tokenize_corpus
     from .training_config import TrainConfig
 
-    split = "validation" if split == "valid" else split
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, encoder_tokenizer = load_run(run, device)
     if reference_lm is not None:
         from .generation_metrics import load_reference_lm
@@ -477,10 +541,4 @@ def evaluate_run(
         part[split] = part[split].select(range(min(limit, len(part[split]))))
     logger.info("evaluating %d sentences (%s of %s)", len(part[split]), split, data)
     tokenized = tokenize_corpus(part, tokenizer, encoder_tokenizer)
-    results = evaluate(model, tokenizer, TokenizedSplit.from_dataset(tokenized[split]), **options)
-    results.update(run=str(run), data=str(data), split=split, limit=limit)
-    if save:
-        name = split if split != "file" else f"file-{Path(data).stem}"
-        name = f"eval-{name}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
-        write_json(Path(run) / name, results)
-    return results
+    return model, tokenizer, TokenizedSplit.from_dataset(tokenized[split]), split

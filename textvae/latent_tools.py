@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data import LengthBucketSampler, TokenizedSplit, collate
-from .evaluation import _generators, _score_batch
+from .evaluation import _generators, _score_batch, batch_generators
 from .run_files import write_text_atomically
 
 logger = logging.getLogger(__name__)
@@ -205,9 +205,9 @@ def score_sentences(
     generators = _generators(seed, device)
     options = {"iw_samples": iw_samples, "iw_chunk_size": 50, "compute_bleu": False, "max_length": 1}
     results: list[dict | None] = [None] * len(split)
-    for indices in LengthBucketSampler(split.lengths, batch_size, shuffle=False).batches():
+    for number, indices in enumerate(LengthBucketSampler(split.lengths, batch_size, shuffle=False).batches()):
         batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
-        scores = _score_batch(model, None, batch, options, generators)
+        scores = _score_batch(model, None, batch, options, batch_generators(generators, number))
         for row, index in enumerate(indices):
             tokens = len(split.input_ids[index]) - 1  # BOS is never predicted
             nll = float(scores["nll"][row])

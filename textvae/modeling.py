@@ -59,11 +59,23 @@ def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (((z - mu) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(dim=-1)
 
 
+def free_bits_kl(mean_kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL term with free bits (Kingma et al. 2016): (Z,) batch-mean KL per dimension -> scalar.
+
+    Each dimension's batch-mean KL is floored at `free_bits` nats (0: no floor) before the sum. Below the
+    floor a dimension's KL carries no gradient, so the optimiser has no reason to shut that dimension off.
+    """
+    return mean_kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else mean_kl_per_dim.sum()
+
+
 class FixedScaleBatchNorm(nn.Module):
     """BN-VAE's posterior-mean normalisation (Zhu et al. 2020): `gamma * BN(mu) + beta`, gamma fixed.
 
     With each dimension of mu normalised over the batch to mean beta and variance gamma^2, the expected
     KL of a dimension is at least gamma^2 / 2, so no dimension can collapse; beta is learned.
+    `synchronize`: in training, take the statistics over the global batch of all processes of a
+    `torch.distributed` group (each holding a shard of it), as `SyncBatchNorm` does on GPUs only; the
+    trainer sets it when it trains on several processes.
     """
 
     def __init__(self, latent_dim: int, gamma: float):
@@ -71,14 +83,38 @@ class FixedScaleBatchNorm(nn.Module):
         self.gamma = gamma
         self.norm = nn.BatchNorm1d(latent_dim, affine=False)
         self.beta = nn.Parameter(torch.zeros(latent_dim))
+        self.synchronize = False
 
     def forward(self, mu: torch.Tensor) -> torch.Tensor:
         """(B, Z) -> (B, Z); a batch of one uses the running statistics even in training."""
+        if self.training and self.synchronize:
+            return self.gamma * self._normalise_globally(mu) + self.beta
         if self.training and mu.size(0) == 1:
             normalised = F.batch_norm(mu, self.norm.running_mean, self.norm.running_var, training=False)
         else:
             normalised = self.norm(mu)
         return self.gamma * normalised + self.beta
+
+    def _normalise_globally(self, mu: torch.Tensor) -> torch.Tensor:
+        """(B, Z) shard -> (B, Z) normalised by the mean and biased variance of the global batch.
+
+        Two reductions (the mean, then the squared deviations from it) keep the precision of BatchNorm's
+        own two-pass variance; both carry gradients, so every shard's rows see the whole batch's.
+        """
+        from .distributed import differentiable_all_reduce_sum
+
+        norm, mu = self.norm, mu.float()
+        sums = differentiable_all_reduce_sum(torch.cat([mu.sum(dim=0), mu.new_full((1,), mu.size(0))]))
+        count = int(sums[-1].item())  # the global batch size, equal on every process
+        if count == 1:
+            return F.batch_norm(mu, norm.running_mean, norm.running_var, training=False)
+        mean = sums[:-1] / count  # (Z,)
+        variance = differentiable_all_reduce_sum((mu - mean).pow(2).sum(dim=0)) / count  # (Z,) biased
+        with torch.no_grad():  # running statistics as BatchNorm1d keeps them: the unbiased variance
+            norm.num_batches_tracked += 1
+            norm.running_mean.lerp_(mean.detach(), norm.momentum)
+            norm.running_var.lerp_(variance.detach() * count / (count - 1), norm.momentum)
+        return (mu - mean) / torch.sqrt(variance + norm.eps)
 
 
 def build_encoder(config: TextVAEConfig) -> nn.Module:
@@ -152,16 +188,30 @@ class TextVAEModel(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         features = self.encoder(input_ids, attention_mask)  # (B, F)
-        mu, logvar = self.posterior(features).chunk(2, dim=-1)
-        if self.mean_norm is not None:
-            mu = self.mean_norm(mu)
-        return mu, logvar
+        if self.mean_norm is None:
+            mu, logvar = self.posterior(features).chunk(2, dim=-1)
+            return mu, logvar
+        # The batch norm removes any shift of mu, so the bias of mu has a zero gradient, up to rounding
+        # noise that Adam would scale up to steps of the learning rate's size: it gets none at all.
+        weight, bias, latent_dim = self.posterior.weight, self.posterior.bias, self.config.latent_dim
+        mu = F.linear(features, weight[:latent_dim], bias[:latent_dim].detach())  # (B, Z)
+        logvar = F.linear(features, weight[latent_dim:], bias[latent_dim:])  # (B, Z)
+        return self.mean_norm(mu), logvar
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None):
-        """`z = mu + exp(logvar / 2) * eps`, `eps ~ N(0, I)` (Kingma & Welling 2014); shapes (B, Z)."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(0.5 * logvar) * eps
+    def reparameterize(
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ):
+        """`z = mu + exp(logvar / 2) * eps`, `eps ~ N(0, I)` (Kingma & Welling 2014); shapes (B, Z).
+
+        eps: (B, Z) the standard normal draws to use; default: drawn here (from `generator`).
+        """
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
 
     def reconstruction_loss(
         self,
@@ -170,6 +220,7 @@ class TextVAEModel(PreTrainedModel):
         z: torch.Tensor | None,
         word_dropout: float = 0.0,
         return_logits: bool = False,
+        word_dropout_draws: torch.Tensor | None = None,
     ):
         """`-log p(x | z)` per sentence: (B, T) ids, (B, Z) z -> ((B,) loss, (B, T - 1, V) logits or None).
 
@@ -177,6 +228,8 @@ class TextVAEModel(PreTrainedModel):
         the arithmetic, so padding would otherwise cost as much as real tokens. Without `return_logits`
         a decoder's `token_loss(hidden (N, H), labels (N,)) -> (N,)`, when it has one, scores them without
         keeping the logits (the recurrent decoder's fuses the projection with the cross-entropy).
+        word_dropout_draws: (B, >= T - 1) uniform [0, 1) draws; the input word at position t is dropped
+        where draw[:, t] < word_dropout. Default: drawn here.
         """
         decoder_input = input_ids[:, :-1]  # (B, T-1): BOS, w_1 .. w_n (and padding)
         labels = input_ids[:, 1:]  # (B, T-1): w_1 .. w_n, EOS (and padding)
@@ -184,7 +237,9 @@ class TextVAEModel(PreTrainedModel):
         if word_dropout > 0.0 and self.training:
             # Bowman et al. (2016): hide some of the decoder's input words behind UNK so that it must
             # lean on z. BOS stays, so the first prediction is never blind to which sentence starts.
-            drop = torch.rand(decoder_input.shape, device=input_ids.device) < word_dropout
+            if word_dropout_draws is None:
+                word_dropout_draws = torch.rand(decoder_input.shape, device=input_ids.device)
+            drop = word_dropout_draws[:, : decoder_input.size(1)] < word_dropout  # (B, T-1)
             drop[:, 0] = False
             decoder_input = decoder_input.masked_fill(
                 drop & attention_mask[:, :-1].bool(), self.config.unk_token_id
@@ -217,6 +272,8 @@ class TextVAEModel(PreTrainedModel):
         return_logits: bool = True,
         encoder_input_ids: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
+        word_dropout_draws: torch.Tensor | None = None,
     ) -> TextVAEOutput:
         """Encode, sample `z` (or take the posterior mean, or a given `z`), decode, and score.
 
@@ -225,6 +282,9 @@ class TextVAEModel(PreTrainedModel):
         free_bits: per-dimension floor on the batch-mean KL (Kingma et al. 2016), in nats.
         encoder_input_ids / encoder_attention_mask: (B, S) the sentence in the encoder's own vocabulary,
         for a pretrained encoder whose tokenizer differs from the decoder's; default: `input_ids`.
+        eps, word_dropout_draws: the random draws of the step, (B, Z) standard normal and (B, >= T - 1)
+        uniform; default: drawn from torch's global generator. Training passes its own, drawn for the
+        global batch, so that every process of a distributed run uses the draws one process would.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -241,17 +301,17 @@ class TextVAEModel(PreTrainedModel):
                 encoder_input_ids, encoder_attention_mask = input_ids, attention_mask
             mu, logvar = self.encode(encoder_input_ids, encoder_attention_mask)
             if z is None:
-                z = self.reparameterize(mu, logvar) if sample_latent else mu
+                z = self.reparameterize(mu, logvar, eps=eps) if sample_latent else mu
             kl_per_dim = gaussian_kl(mu, logvar).float()  # (B, Z)
         else:
             z = None
             kl_per_dim = input_ids.new_zeros((batch_size, 0), dtype=torch.float)
         kl = kl_per_dim.sum(dim=1)  # (B,)
-        rec_loss, logits = self.reconstruction_loss(input_ids, attention_mask, z, word_dropout, return_logits)
+        rec_loss, logits = self.reconstruction_loss(
+            input_ids, attention_mask, z, word_dropout, return_logits, word_dropout_draws
+        )
         if free_bits > 0.0 and self.config.has_latent:
-            # Below the floor a dimension's KL carries no gradient, so the optimiser has no reason to
-            # shut that dimension off.
-            kl_term = kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+            kl_term = free_bits_kl(kl_per_dim.mean(dim=0), free_bits)
         else:
             kl_term = kl.mean()
         loss = rec_loss.mean() + kl_weight * kl_term

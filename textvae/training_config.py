@@ -73,7 +73,11 @@ class TrainConfig:
     max_steps: int | None = _option(
         None, "stop after this many optimiser steps in all (a checkpoint is written)"
     )
-    batch_size: int = _option(32, "sentences per batch")
+    batch_size: int = _option(
+        32,
+        "sentences per optimiser step: the global batch, which N torchrun processes share (about "
+        "batch_size / N each), so the learning rate means the same on any number of processes",
+    )
     optimizer: str = _option("adam", f"one of {', '.join(OPTIMIZERS)}")
     learning_rate: float = _option(1e-3, "initial learning rate")
     weight_decay: float = _option(0.0, "weight decay")
@@ -140,7 +144,10 @@ class TrainConfig:
     keep_checkpoints: int = _option(1, "how many checkpoint-<step>/ folders to keep")
     log_steps: int = _option(50, "write training metrics every this many steps")
     seed: int = _option(0, "random seed (batches, initialisation, dropout, z samples)")
-    device: str = _option("auto", "cuda, cpu, or auto (cuda when available)")
+    device: str = _option(
+        "auto",
+        "cuda, cpu, or auto (cuda when available); under torchrun cuda is each process's local-rank GPU",
+    )
     bf16: bool = _option(True, "bf16 autocast on CUDA (ignored on the CPU)")
     progress: bool = _option(True, "show a progress bar")
     plot_each_epoch: bool = _option(

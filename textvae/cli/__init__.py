@@ -13,7 +13,7 @@ import logging
 import sys
 
 from . import evaluate, explore, generate, latent, scores, train
-from .common import Parser
+from .common import Parser, is_main_process
 
 COMMAND_MODULES = (train, generate, evaluate, latent, scores, explore)
 # Errors that mean "the input was wrong", whatever part of the library raised them.
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="textvae: %(message)s", stream=sys.stderr
-    )
+    # Under torchrun the other processes log what the main one logs: they only say what went wrong.
+    level = (logging.DEBUG if verbose else logging.INFO) if is_main_process() else logging.ERROR
+    logging.basicConfig(level=level, format="textvae: %(message)s", stream=sys.stderr)
     for name in ("datasets", "transformers", "huggingface_hub", "filelock", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(args.verbose)
         args.handler(args)
     except USER_ERRORS as error:
-        print(f"textvae {args.command if args else ''}: error: {error}", file=sys.stderr)
+        # Under torchrun every process meets the error (training shares one process's with the others).
+        if is_main_process():
+            print(f"textvae {args.command if args else ''}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # also during start-up, while torch and transformers are imported
-        print(_interrupted(args), file=sys.stderr)
+        if is_main_process():
+            print(_interrupted(args), file=sys.stderr)
         return 130
     return 0

@@ -8,17 +8,27 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
 logger = logging.getLogger("textvae")
 
 
+def is_main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0 (read from the environment, without torch).
+
+    Every process of a torchrun job parses the same arguments and meets the same errors; only the main
+    one prints them, and the results.
+    """
+    return os.environ.get("RANK", "0") == "0"
+
+
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage block)."""
+    """An argument parser whose errors are one line (no usage block), printed by the main process only."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n" if is_main_process() else None)
 
 
 def positive_int(text: str) -> int:

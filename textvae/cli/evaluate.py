@@ -8,6 +8,7 @@ from .common import (
     add_device_option,
     add_run_argument,
     finite_float,
+    is_main_process,
     non_negative_int,
     positive_int,
     quiet_libraries,
@@ -16,7 +17,11 @@ from .common import (
 
 def add_parsers(commands) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="measure rec, KL, -ELBO, NLL, PPL, MI, AU, BLEU and diversity as the papers do"
+        "evaluate",
+        help="measure rec, KL, -ELBO, NLL, PPL, MI, AU, BLEU and diversity as the papers do",
+        description="Measure the papers' metrics on a split or a file. Run by torchrun (torchrun "
+        "--nproc_per_node N -m textvae.cli evaluate RUN ...), N processes share the scoring; the figures equal "
+        "one process's.",
     )
     add_run_argument(evaluate)
     evaluate.add_argument(
@@ -118,4 +123,5 @@ def run_evaluate(args) -> None:
         seed=args.seed,
         device=args.device,
     )
-    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    if is_main_process():  # under torchrun, every process returns the same results
+        print(json.dumps(results, indent=2) if args.json else format_results(results))

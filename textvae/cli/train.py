@@ -9,7 +9,14 @@ from pathlib import Path
 
 from ..architecture import ARCHITECTURE_OPTIONS
 from ..training_config import TrainConfig, read_config_file
-from .common import add_device_option, add_run_argument, flag, positive_int, quiet_libraries
+from .common import (
+    add_device_option,
+    add_run_argument,
+    flag,
+    is_main_process,
+    positive_int,
+    quiet_libraries,
+)
 
 DEFAULT_OUTPUT_DIR = "runs/textvae"
 
@@ -34,7 +41,9 @@ def add_parsers(commands) -> None:
     parser = commands.add_parser(
         "train",
         help="train a text VAE (or its language model) on a corpus",
-        description="Train a text VAE. Options come from --config FILE (YAML or JSON), overridden by flags.",
+        description="Train a text VAE. Options come from --config FILE (YAML or JSON), overridden by flags. "
+        "Run by torchrun (torchrun --nproc_per_node N -m textvae.cli train ...), N processes train one model "
+        "(gloo on the CPU, NCCL with one GPU each); --batch-size stays the global batch.",
     )
     parser.add_argument(
         "--config",
@@ -124,7 +133,8 @@ def run_train(args) -> None:
         from ..training import train
 
         run = train(config, output_dir=args.run_dir, overwrite=args.overwrite)
-    print(f"model saved in {run}")
+    if is_main_process():
+        print(f"model saved in {run}")
 
 
 def interrupted_hint(args) -> str:
