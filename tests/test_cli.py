@@ -111,8 +111,9 @@ def test_resume_from_the_command_line(tmp_path, capsys, corpus_file):
 
 
 def test_reconstruct_reads_standard_input(trained_run):
+    # `python -m textvae` is the command, as `torchrun -m textvae train` needs.
     result = subprocess.run(
-        [sys.executable, "-m", "textvae.cli", "reconstruct", str(trained_run)],
+        [sys.executable, "-m", "textvae", "reconstruct", str(trained_run)],
         input="the cat sat\n",
         capture_output=True,
         text=True,
