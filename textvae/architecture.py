@@ -77,6 +77,19 @@ ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
         True,
         "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
     ),
+    "z_to_output": ArchitectureOption(
+        "bool",
+        False,
+        "recurrent decoder: also add a projection of z to every output state before the vocabulary "
+        "projection, a skip connection from z past the recurrence (Dieng et al. 2019)",
+    ),
+    "bag_of_words_loss": ArchitectureOption(
+        "float",
+        0.0,
+        "weight of the bag-of-words loss (Zhao et al. 2017): an MLP predicts every word of the sentence "
+        "from z alone, order ignored, which makes z carry the words; a training loss only, never in "
+        "rec or NLL; 0 disables",
+    ),
     "posterior_mean_batchnorm": ArchitectureOption(
         "float",
         0.0,

@@ -47,6 +47,8 @@ class TextVAEConfig(PretrainedConfig):
         z_to_initial_state: bool = True,
         z_to_inputs: bool = True,
         z_to_memory: bool = True,
+        z_to_output: bool = False,
+        bag_of_words_loss: float = 0.0,
         posterior_mean_batchnorm: float = 0.0,
         num_attention_heads: int = 4,
         intermediate_size: int = 1024,
@@ -80,6 +82,8 @@ class TextVAEConfig(PretrainedConfig):
         self.z_to_initial_state = z_to_initial_state
         self.z_to_inputs = z_to_inputs
         self.z_to_memory = z_to_memory
+        self.z_to_output = z_to_output
+        self.bag_of_words_loss = bag_of_words_loss
         self.posterior_mean_batchnorm = posterior_mean_batchnorm
         self.num_attention_heads = num_attention_heads
         self.intermediate_size = intermediate_size
@@ -128,6 +132,14 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
             raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")
+        if self.z_to_output and self.decoder_type not in RNN_TYPES:
+            raise ValueError(f"z_to_output applies to lstm / gru decoders, not {self.decoder_type!r}")
+        if not isinstance(self.bag_of_words_loss, (int, float)) or not 0.0 <= self.bag_of_words_loss < float(
+            "inf"
+        ):
+            raise ValueError(
+                f"bag_of_words_loss must be a finite number >= 0, got {self.bag_of_words_loss!r}"
+            )
         for name in ("decoder_input_dropout", "decoder_output_dropout", "transformer_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

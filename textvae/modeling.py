@@ -37,6 +37,8 @@ class TextVAEOutput(ModelOutput):
     kl_per_dim: (B, Z) the same per latent dimension.
     mu, logvar, z: (B, Z) posterior parameters and the latent the decoder read; None for a language model.
     logits: (B, T - 1, V) decoder logits, zeros at padded positions; None unless asked for.
+    bow_loss: (B,) the bag-of-words loss (`config.bag_of_words_loss` > 0): `-sum log p_bow(w | z)` over
+        the words plus EOS; None when off. `loss` includes it with its weight; `rec_loss` never does.
     """
 
     loss: torch.Tensor | None = None
@@ -47,6 +49,7 @@ class TextVAEOutput(ModelOutput):
     logvar: torch.Tensor | None = None
     z: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    bow_loss: torch.Tensor | None = None
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -169,6 +172,14 @@ class TextVAEModel(PreTrainedModel):
             self.encoder = None
             self.posterior = None
             self.mean_norm = None
+        self.bag_of_words = None
+        if config.has_latent and config.bag_of_words_loss > 0:
+            # Zhao et al. 2017: z alone must predict the sentence's words (an MLP, one softmax for all).
+            self.bag_of_words = nn.Sequential(
+                nn.Linear(config.latent_dim, config.hidden_size),
+                nn.Tanh(),
+                nn.Linear(config.hidden_size, config.vocab_size),
+            )
         self.decoder = build_decoder(config)
         self.post_init()
 
@@ -260,6 +271,14 @@ class TextVAEModel(PreTrainedModel):
             logits[label_mask] = real_logits
         return rec_loss, logits
 
+    def bag_of_words_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, z: torch.Tensor):
+        """(B, T) ids, (B, Z) z -> (B,) `-sum_t log p_bow(x_t | z)` over the words plus EOS (Zhao et al.
+        2017): every target word scored by one softmax from z, their order ignored."""
+        log_probs = F.log_softmax(self.bag_of_words(z).float(), dim=-1)  # (B, V)
+        labels, label_mask = input_ids[:, 1:], attention_mask[:, 1:].bool()  # (B, T-1)
+        token_log_probs = log_probs.gather(1, labels)  # (B, T-1)
+        return -(token_log_probs * label_mask).sum(dim=1)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -315,6 +334,10 @@ class TextVAEModel(PreTrainedModel):
         else:
             kl_term = kl.mean()
         loss = rec_loss.mean() + kl_weight * kl_term
+        bow_loss = None
+        if self.bag_of_words is not None:
+            bow_loss = self.bag_of_words_loss(input_ids, attention_mask, z)  # (B,)
+            loss = loss + self.config.bag_of_words_loss * bow_loss.mean()
         return TextVAEOutput(
             loss=loss,
             rec_loss=rec_loss,
@@ -324,6 +347,7 @@ class TextVAEModel(PreTrainedModel):
             logvar=logvar,
             z=z,
             logits=logits,
+            bow_loss=bow_loss,
         )
 
     @torch.no_grad()

@@ -145,6 +145,10 @@ class RecurrentDecoder(nn.Module):
             if config.has_latent and config.z_to_initial_state
             else None
         )
+        # Skip connection (Dieng et al. 2019): z reaches the output directly, not only through the recurrence.
+        self.latent_to_output = (
+            nn.Linear(latent_dim, config.hidden_size) if config.has_latent and config.z_to_output else None
+        )
         self.output_dropout = nn.Dropout(config.decoder_output_dropout)
         self.tie_embeddings = config.tie_embeddings
         if self.tie_embeddings:
@@ -204,6 +208,8 @@ class RecurrentDecoder(nn.Module):
         if state is None:
             state = self.initial_state(z)
         output, state = self.rnn(embedded, state)  # (B, T, H)
+        if self.latent_to_output is not None:
+            output = output + self.latent_to_output(z).unsqueeze(1)  # (B, T, H)
         return self.output_dropout(output), state
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:

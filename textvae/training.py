@@ -23,7 +23,7 @@ from . import checkpointing as ckpt
 from . import distributed
 from .configuration import TextVAEConfig
 from .data import LengthBucketSampler, TokenizedSplit, collate, iter_texts, load_corpus, tokenize_corpus
-from .distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
+from .distributed import all_reduce_sum, derived_seed, differentiable_all_reduce_sum, shard_bounds
 from .modeling import TextVAEModel, free_bits_kl, gaussian_kl
 from .plotting import write_training_plots
 from .rate_control import KLController
@@ -353,11 +353,18 @@ class Trainer:
         kl_term = free_bits_kl(sums[:-1] / size, free_bits)
         objective = rec_sum * (self.world_size / size) + kl_weight * kl_term
         rec_total, kl_total, term = torch.stack([sums[-1], sums[:-1].sum(), kl_term.detach()]).tolist()
-        return objective, {
+        metrics = {
             "loss": rec_total / size + kl_weight * term,
             "rec": rec_total / size,
             "kl": kl_total / size,
         }
+        if output.bow_loss is not None:  # the bag-of-words loss (Zhao et al. 2017), a mean over the batch
+            bow_weight = self.model.config.bag_of_words_loss
+            bow_sum = output.bow_loss.float().sum() * weight
+            objective = objective + bow_weight * bow_sum * (self.world_size / size)
+            metrics["bow"] = all_reduce_sum(bow_sum.detach().clone()).item() / size
+            metrics["loss"] += bow_weight * metrics["bow"]
+        return objective, metrics
 
     def _train_step(self, batch: dict) -> dict:
         """One optimiser step on this process's shard (`_shard_batch`) of the global batch."""
