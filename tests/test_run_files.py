@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from textvae.run_files import (
     is_run_file,
     read_json,
     read_records,
+    run_lock,
     write_json,
     write_text_atomically,
 )
@@ -110,3 +115,28 @@ def test_resume_and_new_checkpoints_remove_stale_temporaries(tmp_path, corpus_fi
     assert not (run / ".tmp-checkpoint-old").exists() and (run / "checkpoint-999").is_dir()
     assert torch.load(run / "checkpoint-999" / "optimizer.pt", weights_only=True)["extra"] is None
     assert checkpoint_folders(run)[-1].name == "checkpoint-999"
+
+
+def test_run_lock_refuses_a_second_trainer_and_is_freed_when_its_process_dies(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(run):
+        with pytest.raises(ValueError, match=rf"being trained by another process \(pid {os.getpid()}\)"):
+            with run_lock(run):
+                pass
+    with run_lock(run):  # released on exit
+        pass
+    # A process killed while it holds the lock leaves the file behind but not the lock.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from textvae.run_files import run_lock\n"
+         "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ValueError, match=f"pid {holder.pid}"):
+        with run_lock(run):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with run_lock(run):
+        assert (run / ".lock").exists() and is_run_file(".lock")

@@ -14,6 +14,8 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ HISTORY_NAME = "history.json"
 METRICS_NAME = "metrics.jsonl"
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.pt"
+LOCK_NAME = ".lock"
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -56,6 +59,7 @@ RUN_FILE_PATTERNS = (
     "latent_map.png",
     "tensorboard",
     "table_row.json",
+    LOCK_NAME,
 )
 
 
@@ -207,3 +211,37 @@ def check_finite(name: str, value: float) -> None:
     """`ValueError` naming `name` when `value` is NaN or infinite."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while training writes it (`run_dir/.lock`, `flock`).
+
+    A second `textvae train` (or `--resume`) on the same folder fails at once with a clear error, instead
+    of two processes interleaving checkpoints and logs. The operating system releases the lock when its
+    process ends in any way (a kill included), so a stale lock file never blocks a resume. A no-op where
+    `fcntl` is missing (Windows).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(run_dir) / LOCK_NAME
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(descriptor, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise ValueError(
+            f"{run_dir} is being trained by another process (pid {holder}): wait for it to end or stop it "
+            "first, or train into another --output-dir"
+        ) from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
