@@ -24,8 +24,8 @@ import torch
 from textvae.app import build_app, launch_app
 from textvae.explorer import AppLimits
 
-START = "the company said it expects to report a loss for the third quarter"
-END = "he declined to comment on the report"
+DEFAULT_START = "the company said it expects to report a loss for the third quarter"
+DEFAULT_END = "he declined to comment on the report"
 
 
 def summary(seconds: list[float]) -> str:
@@ -74,7 +74,9 @@ def rows(driver, elem_id: str) -> int:
     return len(driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} [role=row].virtual-row"))
 
 
-def page_times(url: str, repeats: int, screenshot: str | None, map_screenshot: str | None) -> dict:
+def page_times(
+    start_text, end_text, url: str, repeats: int, screenshot: str | None, map_screenshot: str | None
+) -> dict:
     """Click to table filled, in headless Chromium: {"sample": [...], "interpolate": [...]}."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -109,15 +111,15 @@ def page_times(url: str, repeats: int, screenshot: str | None, map_screenshot: s
             seed.send_keys(str(index + 1))
             times["sample"].append(click_until_new("sample-run", "sample-output", 10))
         driver.find_element(By.ID, "tab-interpolate-button").click()
-        driver.find_element(By.CSS_SELECTOR, "#interpolate-start textarea").send_keys(START)
+        driver.find_element(By.CSS_SELECTOR, "#interpolate-start textarea").send_keys(start_text)
         end = driver.find_element(By.CSS_SELECTOR, "#interpolate-end textarea")
         for index in range(repeats):  # another last sentence each time: the similarities change
             end.send_keys(Keys.CONTROL, "a")
-            end.send_keys(f"{END} {'again ' * index}".strip())
+            end.send_keys(f"{end_text} {'again ' * index}".strip())
             times["interpolate"].append(click_until_new("interpolate-run", "interpolate-path", 8))
         if screenshot:
             end.send_keys(Keys.CONTROL, "a")
-            end.send_keys(END)
+            end.send_keys(end_text)
             click_until_new("interpolate-run", "interpolate-path", 8)
             driver.save_screenshot(screenshot)
         if map_screenshot:
@@ -143,6 +145,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--screenshot", help="PNG of the Interpolate tab with a path")
     parser.add_argument("--map-screenshot", help="PNG of the latent map tab")
+    parser.add_argument("--start", default=DEFAULT_START, help="first sentence of the interpolations")
+    parser.add_argument("--end", default=DEFAULT_END, help="last sentence of the interpolations")
     args = parser.parse_args()
 
     print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()}")
@@ -158,7 +162,7 @@ def main() -> None:
         worker.submit(explorer.sample, 10, seed=0).result()  # warm-up: one-off allocations
         sample = worker.submit(timed, lambda i: explorer.sample(10, seed=i), args.repeats).result()
         interpolate = worker.submit(
-            timed, lambda i: explorer.interpolate(START, END, 8), args.repeats
+            timed, lambda i: explorer.interpolate(args.start, args.end, 8), args.repeats
         ).result()
     print("in-process (Explorer in a worker thread, no HTTP, before the server starts):")
     print("  sample n=10      ", summary(sample))
@@ -176,13 +180,13 @@ def main() -> None:
             client.predict(10, 1.0, 0, 1.0, "standard", index, api_name="/sample")
 
         def interpolate(index):
-            client.predict(START, END, 8, "lerp", api_name="/interpolate")
+            client.predict(args.start, args.end, 8, "lerp", api_name="/interpolate")
 
         print("through the server (gradio_client: HTTP and gradio's queue):")
         print("  sample n=10      ", summary(timed(sample, args.repeats)))
         print("  interpolate 8    ", summary(timed(interpolate, args.repeats)))
         if shutil.which("chromium") and shutil.which("chromedriver"):
-            times = page_times(url, args.repeats, args.screenshot, args.map_screenshot)
+            times = page_times(args.start, args.end, url, args.repeats, args.screenshot, args.map_screenshot)
             print("in the page (headless Chromium: click until the table shows the rows):")
             print("  sample n=10      ", summary(times["sample"]))
             print("  interpolate 8    ", summary(times["interpolate"]))
