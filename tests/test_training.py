@@ -334,10 +334,10 @@ def test_missing_or_mismatched_source_model_leaves_the_output_folder_alone(tmp_p
 
 
 def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, monkeypatch):
-    from textvae import training
+    from textvae import trainer
 
     ticks = iter(range(0, 10_000, 10))  # a clock that moves 10 s each time it is read
-    monkeypatch.setattr(training, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(trainer, "_clock", lambda: float(next(ticks)))
     config = TrainConfig(data=str(corpus_file), save_minutes=0, **{**TINY_TRAIN, "epochs": 1})
     whole = train(config, output_dir=tmp_path / "whole")
     assert json.loads((whole / "history.json").read_text())[0]["seconds"] == 10.0  # read at start and end
@@ -353,17 +353,17 @@ def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, 
 
 
 def test_save_minutes_writes_checkpoints_inside_an_epoch(tmp_path, corpus_file, monkeypatch):
-    from textvae import training
+    from textvae import trainer
 
     now = [0.0]
-    monkeypatch.setattr(training, "_clock", lambda: now[0])
-    original_step = training.Trainer._train_step
+    monkeypatch.setattr(trainer, "_clock", lambda: now[0])
+    original_step = trainer.Trainer._train_step
 
     def step_taking_one_minute(self, batch):
         now[0] += 60.0
         return original_step(self, batch)
 
-    monkeypatch.setattr(training.Trainer, "_train_step", step_taking_one_minute)
+    monkeypatch.setattr(trainer.Trainer, "_train_step", step_taking_one_minute)
     config = TrainConfig(
         data=str(corpus_file), save_minutes=3, keep_checkpoints=10, **{**TINY_TRAIN, "epochs": 1}
     )

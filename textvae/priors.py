@@ -432,7 +432,7 @@ def fit_prior_for_run(
     """Fit the aggregate prior of a saved run on the training and validation sentences it was trained on
     (its train_config.json says which), save it in the run folder, and return it."""
     from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
-    from .training import prepare_data
+    from .training_setup import prepare_data
     from .training_config import TrainConfig
 
     run = Path(run)
