@@ -14,6 +14,7 @@ from . import distributed
 from .data import LengthBucketSampler, TokenizedSplit, collate
 from .distributed import derived_seed
 from .modeling import TextVAEModel, gaussian_kl
+from .scoring import encode_batch
 
 
 @torch.no_grad()
@@ -39,10 +40,7 @@ def validate(
         }
         z = None
         if model.config.has_latent:
-            mu, logvar = model.encode(
-                batch.get("encoder_input_ids", batch["input_ids"]),
-                batch.get("encoder_attention_mask", batch["attention_mask"]),
-            )
+            mu, logvar = encode_batch(model, batch)  # (B, Z)
             generator = torch.Generator(device=device).manual_seed(derived_seed(seed, number))
             z = model.reparameterize(mu, logvar, generator)
             kl = gaussian_kl(mu, logvar).double()  # (B, Z)
