@@ -123,7 +123,8 @@ def _load_for_evaluation(run, data, data_dir, split, text_column, reference_lm, 
     """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM and
     the priors into `options`."""
     from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
-    from .data import load_corpus, read_sentence_file, tokenize_corpus
+    from .corpora import load_corpus, read_sentence_file
+    from .data import tokenize_corpus
     from .training_config import TrainConfig
 
     model, tokenizer, encoder_tokenizer = load_run(run, device)

@@ -12,7 +12,8 @@ import torch
 
 from . import distributed
 from .configuration import TextVAEConfig
-from .data import TokenizedSplit, iter_texts, load_corpus, tokenize_corpus
+from .corpora import load_corpus
+from .data import TokenizedSplit, iter_texts, tokenize_corpus
 from .modeling import TextVAEModel
 from .tokenization import train_tokenizer
 from .training_config import TrainConfig

@@ -76,7 +76,7 @@ def probability(text: str) -> float:
     return value
 
 
-# The files `data.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
+# The files `corpora.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
 SENTENCE_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json")
 
 
@@ -144,9 +144,9 @@ def read_sentences(args) -> list[str]:
 
 
 def read_file(path: str, text_column: str | None = None, label_column: str | None = None):
-    """`data.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
+    """`corpora.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
     quiet_libraries()
-    from ..data import read_sentence_file
+    from ..corpora import read_sentence_file
 
     return read_sentence_file(path, text_column, label_column)
 
