@@ -85,7 +85,8 @@ def importance_weighted_nll(
 
 
 def stream_generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
-    """One generator per random stream, on the model's device, all derived from `seed`."""
+    """One generator per random stream (`_STREAMS`: elbo, iw, mi, prior, forward, interpolation), on the
+    model's device, all derived from `seed`."""
     root = torch.Generator().manual_seed(seed)
     seeds = torch.randint(0, 2**62, (len(_STREAMS),), generator=root).tolist()
     return {
@@ -107,7 +108,14 @@ def batch_generators(generators: dict[str, torch.Generator], number: int) -> dic
 
 
 def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) -> dict:
-    """Per-sentence rec, KL and IW NLL of one batch, its posteriors and its greedy reconstructions."""
+    """Per-sentence rec, KL and IW NLL of one batch, its posteriors and its greedy reconstructions.
+
+    batch: collated (`input_ids` (B, T), `attention_mask` (B, T), optional encoder ids) on the model's
+    device; options: iw_samples, iw_chunk_size, compute_bleu, max_length (of the reconstructions);
+    generators: the "elbo" and "iw" ones of `batch_generators`. Returns rec, kl and nll, (B,) float64;
+    mu and logvar, (B, Z) float64 (None for a language model); hypotheses and references, the decoded
+    reconstructions and inputs (empty unless compute_bleu).
+    """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     out = {"mu": None, "logvar": None, "hypotheses": [], "references": []}
     if model.config.has_latent:
@@ -138,7 +146,7 @@ def score_sentences(
 ) -> list[dict]:
     """Per-sentence likelihood scores, in the split's order: a list of dicts (floats, nats).
 
-    nll: importance-weighted `-log p(x)` with K = iw_samples (`evaluation.importance_weighted_nll`; exact
+    nll: importance-weighted `-log p(x)` with K = iw_samples (`importance_weighted_nll`; exact
     for a language model); neg_elbo: rec (one `z ~ q(z | x)`) + kl; kl: closed form; tokens: words + EOS;
     nll_per_token. Batches are bucketed by length exactly as in `evaluation.evaluate` with the same seed
     streams, so the mean nll equals evaluate's nll for the same batch_size and seed.

@@ -1,6 +1,6 @@
 """What a run is built from: its tokenized data and tokenizer(s), a fresh model, the optimiser, the scheduler.
 
-`training.train` builds these on every process before the `Trainer` takes over; `priors.fit_prior_for_run`
+`training.train` builds these on every process before the `Trainer` takes over; `prior_fitting.fit_prior_for_run`
 uses `prepare_data` to read the sentences a saved run was trained on.
 """
 
