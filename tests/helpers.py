@@ -1,12 +1,14 @@
-"""Helpers shared by the tests: tiny sentences, configs, models and batches."""
+"""Helpers shared by the tests: tiny sentences, configs, models and batches; running the command line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from textvae import TextVAEConfig, TextVAEModel
+from textvae.cli import main
 
 PTB_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WORDS = "the a cat dog sat ran on under mat rug big small red blue".split()
@@ -23,26 +25,19 @@ def make_sentences(count: int, seed: int = 0) -> list[str]:
     return sentences
 
 
+NO_DROPOUT = dict(decoder_input_dropout=0.0, decoder_output_dropout=0.0)
 # Tiny transformer options and no dropout, for the tests that build transformer or backbone models.
 TINY_TRANSFORMER = dict(
     num_attention_heads=2,
     intermediate_size=32,
     max_position_embeddings=32,
-    decoder_input_dropout=0.0,
-    decoder_output_dropout=0.0,
     transformer_dropout=0.0,
+    **NO_DROPOUT,
 )
 
 
 def tiny_config(**overrides) -> TextVAEConfig:
-    options = dict(
-        vocab_size=20,
-        embedding_size=8,
-        hidden_size=8,
-        latent_dim=4,
-        decoder_input_dropout=0.0,
-        decoder_output_dropout=0.0,
-    )
+    options = dict(vocab_size=20, embedding_size=8, hidden_size=8, latent_dim=4, **NO_DROPOUT)
     options.update(overrides)
     return TextVAEConfig(**options)
 
@@ -65,13 +60,37 @@ def random_batch(batch_size: int, length: int = 7, vocab_size: int = 20, seed: i
     return input_ids, attention_mask
 
 
+QUIET_TRAIN = dict(
+    progress=False,
+    plot_each_epoch=False,  # the figures cost ~0.5 s of CPU an epoch; `trained_run` draws them
+    fit_prior=False,  # importing scikit-learn and fitting take seconds; `trained_run` fits its prior
+)
 TINY_TRAIN = dict(
     epochs=2,
     batch_size=16,
     log_steps=5,
-    progress=False,
     kl_warmup_steps=20,
     model=dict(embedding_size=16, hidden_size=16, latent_dim=4),
-    plot_each_epoch=False,  # the figures cost ~0.5 s of CPU an epoch; `trained_run` draws them
-    fit_prior=False,  # importing scikit-learn and fitting take seconds; `trained_run` fits its prior
+    **QUIET_TRAIN,
 )
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """`textvae ARGS` in this process: (exit status, standard output, standard error); argparse's own
+    exits give their status too."""
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli_error(capsys, args, message: str, name: str = "") -> int:
+    """`textvae ARGS` for bad `args`: checks that standard error is one line, no traceback, matching the
+    regular expression `message`; returns the exit status."""
+    code, _, err = run_cli(capsys, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err}"
+    assert re.search(message, lines[0]), f"{name}: {lines[0]}"
+    return code

@@ -14,13 +14,7 @@ import pytest
 
 from textvae.cli import main
 
-from .helpers import make_sentences
-
-
-def run_cli(capsys, *args):
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import make_sentences, run_cli, run_cli_error
 
 
 def test_train_sample_reconstruct_interpolate_encode(tmp_path, capsys, caplog, corpus_file):
@@ -273,15 +267,7 @@ def bad_inputs(tmp_path, run, corpus_file):
 
 def test_bad_inputs_give_one_line_and_a_nonzero_exit(tmp_path, capsys, trained_run, corpus_file):
     for name, (args, message) in bad_inputs(tmp_path, trained_run, corpus_file).items():
-        try:
-            code = main([str(arg) for arg in args])
-        except SystemExit as exit_info:  # argparse's own errors
-            code = exit_info.code
-        _, err = capsys.readouterr()
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert code != 0, name
-        assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err}"
-        assert re.search(message, lines[0]), f"{name}: {lines[0]}"
+        assert run_cli_error(capsys, args, message, name) != 0, name
 
 
 def test_encode_never_overwrites_without_force(tmp_path, capsys, trained_run):

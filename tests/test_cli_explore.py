@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,14 +17,10 @@ import pytest
 
 from textvae.cli import main
 
+from .helpers import run_cli, run_cli_error
+
 matplotlib_image = pytest.importorskip("matplotlib.image")
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *args):
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_plot_writes_decodable_pngs_and_prints_their_paths(trained_run, tmp_path, capsys):
@@ -87,12 +84,8 @@ def test_plot_of_a_run_without_validation_history_is_one_clear_line(trained_run,
     ],
 )
 def test_bad_arguments_are_one_line(trained_run, capsys, args, message):
-    try:
-        code = main([str(trained_run) if arg == "RUN" else arg for arg in args])
-    except SystemExit as exit_info:  # argparse's own errors
-        code = exit_info.code
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    args = [trained_run if arg == "RUN" else arg for arg in args]
+    assert run_cli_error(capsys, args, re.escape(message)) == 2
 
 
 def test_arguments_are_checked_before_torch_is_imported(tmp_path):

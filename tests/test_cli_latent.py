@@ -12,17 +12,10 @@ import sys
 
 import pytest
 
-from textvae.cli import main
 from textvae.data import load_corpus
 from textvae.latent_tools import CACHE_PREFIX
 
-from .helpers import make_sentences
-
-
-def run_cli(capsys, *args):
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import make_sentences, run_cli, run_cli_error
 
 
 @pytest.fixture
@@ -326,15 +319,7 @@ def bad_inputs(tmp_path, run):
 
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, run):
     for name, (args, message) in bad_inputs(tmp_path, run).items():
-        try:
-            code = main([str(arg) for arg in args])
-        except SystemExit as exit_info:  # argparse's own errors
-            code = exit_info.code
-        _, err = capsys.readouterr()
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert code == 2, f"{name}: {code} {err}"
-        assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err}"
-        assert re.search(message, lines[0]), f"{name}: {lines[0]}"
+        assert run_cli_error(capsys, args, message, name) == 2, name
 
 
 def test_a_language_model_is_refused_by_the_latent_commands(tmp_path, capsys, corpus_file):

@@ -35,7 +35,7 @@ from textvae.modeling import FixedScaleBatchNorm, free_bits_kl
 from textvae.training import Trainer, build_model, prepare_data, train
 from textvae.training_config import TrainConfig
 
-from .helpers import make_sentences, random_batch, tiny_model
+from .helpers import NO_DROPOUT, QUIET_TRAIN, make_sentences, random_batch, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # BN-VAE (batch statistics), free bits (a clamp of the batch-mean KL), word dropout and the KL controller
@@ -47,23 +47,15 @@ CONFIG = dict(
     validation_fraction=0.2,
     log_steps=1,
     save_minutes=0,
-    progress=False,
-    plot_each_epoch=False,
-    fit_prior=False,
     word_dropout=0.3,
     free_bits=0.3,
     target_kl=3.0,
     kl_controller_kp=0.5,
     kl_controller_ki=0.05,
     seed=3,
-    model=dict(
-        embedding_size=16,
-        hidden_size=16,
-        latent_dim=4,
-        posterior_mean_batchnorm=0.6,
-        decoder_input_dropout=0.0,  # dropout masks cannot match across different padded shapes
-        decoder_output_dropout=0.0,
-    ),
+    # No dropout: dropout masks cannot match across different padded shapes.
+    model=dict(embedding_size=16, hidden_size=16, latent_dim=4, posterior_mean_batchnorm=0.6, **NO_DROPOUT),
+    **QUIET_TRAIN,
 )
 MAX_STEPS, STOP_STEPS = 14, 5  # past the first epoch's 10 steps: its validation, best model and checkpoint
 # 95 + 1 sentences a epoch: the second global batch leaves one process without a sentence.

@@ -181,7 +181,7 @@ def test_corpus_cache_is_reused_and_rebuilt_when_the_corpus_changes(run_copy, tm
     corpus_file = tmp_path / "corpus.txt"
     corpus_file.write_text("\n".join(distinct_sentences(30, seed=2)), encoding="utf-8")
     sentences = read_sentence_file(corpus_file)[0]
-    with caplog.at_level(logging.INFO, logger="textvae.latent_tools"):
+    with caplog.at_level(logging.INFO, logger="textvae.latent_cache"):
         first = encode_corpus_cached(pipeline, sentences, corpus_file)
         assert spy.sentences == len(sentences) and "building" in caplog.text
         again = encode_corpus_cached(pipeline, sentences, corpus_file)
@@ -191,7 +191,7 @@ def test_corpus_cache_is_reused_and_rebuilt_when_the_corpus_changes(run_copy, tm
     assert len(caches) == 1
     # New bytes in the same file: rebuilt in place.
     corpus_file.write_text("\n".join(sentences[:-1]), encoding="utf-8")
-    with caplog.at_level(logging.INFO, logger="textvae.latent_tools"):
+    with caplog.at_level(logging.INFO, logger="textvae.latent_cache"):
         changed = encode_corpus_cached(pipeline, sentences[:-1], corpus_file)
     assert "rebuilding" in caplog.text and spy.sentences == 2 * len(sentences) - 1
     assert torch.equal(changed, first[:-1]) and list(run_copy.glob(f"{CACHE_PREFIX}*")) == caches

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from textvae.checkpointing import checkpoint_folders
+from textvae.run_files import run_lock
 from textvae.training import train
 from textvae.training_config import TrainConfig, kl_weight
 
@@ -334,10 +335,10 @@ def test_missing_or_mismatched_source_model_leaves_the_output_folder_alone(tmp_p
 
 
 def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, monkeypatch):
-    from textvae import training
+    from textvae import trainer
 
     ticks = iter(range(0, 10_000, 10))  # a clock that moves 10 s each time it is read
-    monkeypatch.setattr(training, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(trainer, "_clock", lambda: float(next(ticks)))
     config = TrainConfig(data=str(corpus_file), save_minutes=0, **{**TINY_TRAIN, "epochs": 1})
     whole = train(config, output_dir=tmp_path / "whole")
     assert json.loads((whole / "history.json").read_text())[0]["seconds"] == 10.0  # read at start and end
@@ -353,17 +354,17 @@ def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, 
 
 
 def test_save_minutes_writes_checkpoints_inside_an_epoch(tmp_path, corpus_file, monkeypatch):
-    from textvae import training
+    from textvae import trainer
 
     now = [0.0]
-    monkeypatch.setattr(training, "_clock", lambda: now[0])
-    original_step = training.Trainer._train_step
+    monkeypatch.setattr(trainer, "_clock", lambda: now[0])
+    original_step = trainer.Trainer._train_step
 
     def step_taking_one_minute(self, batch):
         now[0] += 60.0
         return original_step(self, batch)
 
-    monkeypatch.setattr(training.Trainer, "_train_step", step_taking_one_minute)
+    monkeypatch.setattr(trainer.Trainer, "_train_step", step_taking_one_minute)
     config = TrainConfig(
         data=str(corpus_file), save_minutes=3, keep_checkpoints=10, **{**TINY_TRAIN, "epochs": 1}
     )
@@ -397,3 +398,24 @@ def test_resume_is_bit_exact_on_real_text_where_it_used_to_drift(tmp_path):
     resumed = train(None, resume=stopped, overrides={"max_steps": 40})
     expected, got = weights(whole / "checkpoint-40"), weights(resumed / "checkpoint-40")
     assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+
+def test_a_second_trainer_on_the_same_run_is_refused_before_it_touches_anything(tmp_path, corpus_file):
+    config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 1})
+    run = train(config, output_dir=tmp_path / "run")
+    def files():  # the lock file aside: the stand-in for the other trainer below writes its pid there
+        return {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.name != ".lock"}
+
+    before = files()
+    with run_lock(run):  # another process training this run
+        for attempt in (dict(resume=run, overrides={"epochs": 2}), dict(output_dir=run, overwrite=True)):
+            with pytest.raises(ValueError, match="being trained by another process"):
+                train(config if "output_dir" in attempt else None, **attempt)
+    assert files() == before
+    # A folder that is refused as a run leaves no lock file behind.
+    other = tmp_path / "hf_model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a textvae run folder"):
+        train(config, output_dir=other, overwrite=True)
+    assert [path.name for path in other.iterdir()] == ["config.json"]

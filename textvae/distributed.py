@@ -5,7 +5,7 @@
 and SLURM's `srun` running torchrun). `setup_process_group` reads them and joins the processes: gloo on the
 CPU, NCCL on CUDA with one GPU per local rank. Without them everything here is a no-op for one process.
 
-The semantics the training loop builds on these helpers (see `training.Trainer`):
+The semantics the training loop builds on these helpers (see `trainer.Trainer`):
 
 - `--batch-size` is the global batch. Every process builds the same seeded length-bucketed batches and
   takes its contiguous share of each (`shard_bounds`), so N processes see per step exactly the sentences

@@ -102,7 +102,7 @@ class Explorer:
     @classmethod
     def from_run(cls, run_dir, corpus=None, label_column=None, text_column=None, limits=None, device=None):
         """Load the run folder's pipeline and read the corpus file (text, CSV, TSV, JSONL)."""
-        from .data import read_sentence_file
+        from .corpora import read_sentence_file
         from .pipeline import TextVAEPipeline
 
         sentences = labels = None

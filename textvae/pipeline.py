@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,22 +11,14 @@ import torch
 from .checkpointing import load_run
 from .data import TokenizedSplit, pad_batch
 from .generation import beam_search, generate, interpolate_latents, validate_repetition
-from .latent_tools import (
-    analogy_latent,
-    attribute_vector,
-    draw_label_subsets,
-    encode_corpus_cached,
-    nearest_neighbours,
-    probe_accuracy,
-    score_sentences,
-    tfidf_probe_accuracy,
-)
+from .latent_cache import corpus_latents
+from .latent_probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
+from .latent_tools import analogy_latent, nearest_neighbours, neighbour_rows, transfer_vector
 from .modeling import TextVAEModel
 from .priors import load_prior
+from .scoring import score_sentences
 from .text_metrics import token_similarity
-from .tokenization import decode_ids
-
-logger = logging.getLogger(__name__)
+from .tokenization import decode_ids, encode_sentences
 
 STRATEGIES = ("greedy", "beam", "sample")
 
@@ -97,27 +88,7 @@ class TextVAEPipeline:
             )
 
     def _token_ids(self, sentences: Sequence[str]) -> list[list[int]]:
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        if not sentences:
-            raise ValueError("no sentences given")
-        for index, sentence in enumerate(sentences):
-            if not isinstance(sentence, str) or not sentence.strip():
-                raise ValueError(f"sentence {index + 1} is empty")
-        ids = self.tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
-        unk = self.tokenizer.unk_token_id
-        if unk is not None and self.tokenizer.unk_token not in ("", None):
-            unknown = sum(token == unk for row in ids for token in row) - sum(
-                s.split().count(self.tokenizer.unk_token) for s in sentences
-            )
-            if unknown > 0:
-                logger.warning(
-                    "%d word(s) are not in the vocabulary and were read as %s",
-                    unknown,
-                    self.tokenizer.unk_token,
-                )
-        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        return [[bos, *row, eos] for row in ids]
+        return encode_sentences(self.tokenizer, sentences)
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,26 +256,19 @@ class TextVAEPipeline:
         )
 
     def interpolation_path(
-        self,
-        start: str,
-        end: str,
-        steps: int = 5,
-        method: str = "lerp",
-        strategy: str = "greedy",
-        beam_size: int = 5,
-        max_length: int | None = None,
-        **repetition,
+        self, start: str, end: str, steps: int = 5, method: str = "lerp", **decoding
     ) -> dict:
         """`interpolate`, labelled: the two input sentences, the method, and for each step its position
         `t` in [0, 1], the decoded sentence and its token similarity (1 - edit distance / length) to each
-        input sentence. Plain JSON-serialisable values."""
-        sentences = self.interpolate(start, end, steps, method, strategy, beam_size, max_length, **repetition)
+        input sentence. Plain JSON-serialisable values. `decoding`: `interpolate`'s keyword options
+        (strategy, beam_size, max_length, no_repeat_ngram_size, repetition_penalty)."""
+        sentences = self.interpolate(start, end, steps, method, **decoding)
         count = len(sentences)
         return {
             "start": start,
             "end": end,
             "method": method,
-            "strategy": strategy,
+            "strategy": decoding.get("strategy", "greedy"),
             "path": [
                 {
                     "step": index + 1,
@@ -340,25 +304,10 @@ class TextVAEPipeline:
         """
         self._require_latent()
         queries = [queries] if isinstance(queries, str) else list(queries)
-        if corpus_mu is not None:
-            if corpus_mu.size(0) != len(corpus_sentences):
-                raise ValueError(
-                    f"corpus_mu has {corpus_mu.size(0)} rows for {len(corpus_sentences)} sentences"
-                )
-        elif corpus_path is not None:
-            corpus_mu = encode_corpus_cached(
-                self, corpus_sentences, corpus_path, cache_dir, text_column, label_column
-            )
-        else:
-            corpus_mu = self.encode(corpus_sentences)[0]
+        cache = (corpus_path, cache_dir, text_column, label_column)
+        corpus_mu = corpus_latents(self, corpus_sentences, corpus_mu, *cache)  # (N, Z)
         scores, indices = nearest_neighbours(self.encode(queries)[0], corpus_mu, k, metric)
-        return [
-            [
-                {"sentence": corpus_sentences[index], "score": score, "index": index}
-                for score, index in zip(row_scores, row_indices, strict=True)
-            ]
-            for row_scores, row_indices in zip(scores.tolist(), indices.tolist(), strict=True)
-        ]
+        return neighbour_rows(scores, indices, corpus_sentences)
 
     def transfer(
         self,
@@ -378,17 +327,7 @@ class TextVAEPipeline:
         `source_sentences` and `target_sentences` (`attribute_vector`). Strength 0 is `reconstruct`.
         """
         self._require_latent()
-        if vector is None:
-            if not source_sentences or not target_sentences:
-                raise ValueError("give an attribute vector, or both source_sentences and target_sentences")
-            vector = attribute_vector(self.encode(source_sentences)[0], self.encode(target_sentences)[0])
-        elif source_sentences is not None or target_sentences is not None:
-            raise ValueError("give either an attribute vector or source / target sentences, not both")
-        vector = torch.as_tensor(vector, dtype=torch.float32)
-        if vector.shape != (self.model.config.latent_dim,):
-            raise ValueError(
-                f"the attribute vector must have shape ({self.model.config.latent_dim},), got {tuple(vector.shape)}"
-            )
+        vector = transfer_vector(self, source_sentences, target_sentences, vector)  # (Z,)
         mu, _ = self.encode(sentences)
         return self.decode(
             z=mu + strength * vector, strategy=strategy, beam_size=beam_size, seed=seed, max_length=max_length
@@ -412,7 +351,7 @@ class TextVAEPipeline:
 
     def score(self, sentences: Sequence[str], iw_samples: int = 500, seed: int = 0) -> list[dict]:
         """Per-sentence `nll`, `neg_elbo`, `rec`, `kl`, `tokens`, `nll_per_token` (nats), in input order,
-        each with its `sentence` (`latent_tools.score_sentences`); higher nll_per_token = more unusual."""
+        each with its `sentence` (`scoring.score_sentences`); higher nll_per_token = more unusual."""
         texts = [sentences] if isinstance(sentences, str) else list(sentences)
         split = TokenizedSplit(input_ids=self._token_ids(texts))
         if self.encoder_tokenizer is not None:
@@ -443,9 +382,7 @@ class TextVAEPipeline:
         self._require_latent()
         draw_label_subsets(train_labels, num_labels, repeats, seed)  # bad options fail before encoding
         train_mu, test_mu = (
-            self.encode(sentences)[0]
-            if path is None
-            else encode_corpus_cached(self, sentences, path, text_column=text_column)
+            corpus_latents(self, sentences, corpus_path=path, text_column=text_column)
             for sentences, path in ((train_sentences, train_path), (test_sentences, test_path))
         )
         options = dict(num_labels=num_labels, repeats=repeats, seed=seed)

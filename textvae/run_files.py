@@ -196,11 +196,14 @@ def clear_run_folder(folder: Path) -> None:
     # A model folder of another library can hold config.json and model.safetensors too: only a folder
     # that training started (its options, a checkpoint, or nothing but temporaries) is replaced.
     started = (folder / TRAIN_CONFIG_NAME).is_file() or any(
-        entry.name.startswith((CHECKPOINT_PREFIX, TEMPORARY_PREFIX)) for entry in entries
+        entry.name.startswith((CHECKPOINT_PREFIX, TEMPORARY_PREFIX)) or entry.name == LOCK_NAME
+        for entry in entries
     )
     if not started:
         raise ValueError(f"refusing to overwrite {folder}: it is not a textvae run folder")
     for entry in entries:
+        if entry.name == LOCK_NAME:  # the lock of the trainer that overwrites: removing it would free it
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

@@ -137,6 +137,30 @@ def decode_ids(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
     return " ".join(tokenizer.convert_tokens_to_string(tokens).split())
 
 
+def encode_sentences(tokenizer: PreTrainedTokenizerFast, sentences: Sequence[str]) -> list[list[int]]:
+    """`[BOS] + ids + [EOS]` of each sentence (a string is one sentence); `ValueError` for no sentence or an
+    empty one. Words the vocabulary lacks are read as its unk token, with a warning that counts them."""
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    if not sentences:
+        raise ValueError("no sentences given")
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str) or not sentence.strip():
+            raise ValueError(f"sentence {index + 1} is empty")
+    ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and tokenizer.unk_token not in ("", None):
+        unknown = sum(token == unk for row in ids for token in row) - sum(
+            s.split().count(tokenizer.unk_token) for s in sentences
+        )
+        if unknown > 0:
+            logger.warning(
+                "%d word(s) are not in the vocabulary and were read as %s", unknown, tokenizer.unk_token
+            )
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    return [[bos, *row, eos] for row in ids]
+
+
 def _can_overlap(tokens: Sequence[str]) -> bool:
     """Whether two occurrences of these tokens (of one token twice, too) can share characters."""
     for first in tokens:

@@ -31,24 +31,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n" if is_main_process() else None)
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int, expected: str) -> int:
+    """`text` as an integer of at least `minimum`; the error says it `expected` one."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def finite_float(text: str) -> float:
@@ -76,7 +75,7 @@ def probability(text: str) -> float:
     return value
 
 
-# The files `data.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
+# The files `corpora.read_sentence_file` reads (kept here too, so that arguments are checked without torch).
 SENTENCE_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json")
 
 
@@ -105,6 +104,24 @@ def add_device_option(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
+def add_seed_option(parser, default: int | None, purpose: str = "") -> None:
+    """--seed, "random seed [purpose] [(default: N)]"."""
+    text = f"random seed {purpose}".rstrip() + (f" (default: {default})" if default is not None else "")
+    parser.add_argument("--seed", type=int, default=default, help=text)
+
+
+def add_json_option(parser, help: str = "print JSON instead of text") -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_text_column_option(parser) -> None:
+    parser.add_argument(
+        "--text-column",
+        default=None,
+        help="column of a CSV / TSV / JSONL file that holds the text (default: text)",
+    )
+
+
 def add_sentence_input(parser) -> None:
     parser.add_argument("sentences", nargs="*", help="sentences (default: read --file, or standard input)")
     parser.add_argument(
@@ -112,11 +129,47 @@ def add_sentence_input(parser) -> None:
         "-f",
         help="file of sentences: text (one per line), CSV, TSV or JSONL ('-' for standard input)",
     )
+    add_text_column_option(parser)
+
+
+def add_max_length_option(parser, metavar: str | None = None) -> None:
     parser.add_argument(
-        "--text-column",
-        default=None,
-        help="column of a CSV / TSV / JSONL file that holds the text (default: text)",
+        "--max-length",
+        type=positive_int,
+        metavar=metavar,
+        default=100,
+        help="longest output in tokens (default: 100)",
     )
+
+
+def add_decoding_options(
+    parser, default_strategy: str | None, seed_purpose: str, metavar: str | None = None
+) -> None:
+    """--strategy, --beam-size, --max-length and --seed: how `TextVAEPipeline.decode` decodes z."""
+    parser.add_argument(
+        "--strategy",
+        choices=("greedy", "beam", "sample"),
+        default=default_strategy,
+        help=f"decoding strategy (default: {default_strategy or 'the pipeline default, see README'})",
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=positive_int,
+        metavar=metavar,
+        default=5,
+        help="beams for --strategy beam (default: 5)",
+    )
+    add_max_length_option(parser, metavar)
+    add_seed_option(parser, None, seed_purpose)
+
+
+def decoding_options(args) -> dict:
+    """The options of `add_decoding_options` but the seed, as the pipeline's keyword arguments (a
+    --strategy left unset leaves the pipeline's default)."""
+    options = {"beam_size": args.beam_size, "max_length": args.max_length}
+    if args.strategy is not None:
+        options["strategy"] = args.strategy
+    return options
 
 
 def read_sentences(args) -> list[str]:
@@ -144,11 +197,18 @@ def read_sentences(args) -> list[str]:
 
 
 def read_file(path: str, text_column: str | None = None, label_column: str | None = None):
-    """`data.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
+    """`corpora.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
     quiet_libraries()
-    from ..data import read_sentence_file
+    from ..corpora import read_sentence_file
 
     return read_sentence_file(path, text_column, label_column)
+
+
+def read_labelled_file(path: str, text_column: str | None, label_column: str) -> tuple[list[str], list[str]]:
+    """The sentences and labels of a labelled file, the labels as written: a JSON 1 and a CSV "1" are one
+    class."""
+    texts, labels = read_file(path, text_column, label_column)
+    return texts, [str(label) for label in labels]
 
 
 def check_output_file(path: str, suffixes: tuple[str, ...], force: bool) -> Path:

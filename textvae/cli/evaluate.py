@@ -6,7 +6,10 @@ import json
 
 from .common import (
     add_device_option,
+    add_json_option,
     add_run_argument,
+    add_seed_option,
+    add_text_column_option,
     finite_float,
     is_main_process,
     non_negative_int,
@@ -33,11 +36,7 @@ def add_parsers(commands) -> None:
     evaluate.add_argument(
         "--data-dir", help="folder holding named corpora (default: $TEXTVAE_DATA, else data/)"
     )
-    evaluate.add_argument(
-        "--text-column",
-        default=None,
-        help="column of a CSV / TSV / JSONL file that holds the text (default: text)",
-    )
+    add_text_column_option(evaluate)
     evaluate.add_argument(
         "--split",
         default="validation",
@@ -93,9 +92,9 @@ def add_parsers(commands) -> None:
         default=5,
         help="points on each interpolation path, ends included, >= 3 (default: 5)",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed_option(evaluate, 0)
     add_device_option(evaluate)
-    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(evaluate, "print JSON instead of a table")
     evaluate.set_defaults(handler=run_evaluate)
 
 

@@ -121,7 +121,7 @@ def run_plot(args) -> None:
 
 def _latent_map(args) -> tuple:
     """`(mu, colour values, colour label, categorical)` of the first --max-sentences corpus sentences."""
-    from ..data import read_sentence_file
+    from ..corpora import read_sentence_file
     from ..pipeline import TextVAEPipeline
     from ..plotting import sentence_lengths
 

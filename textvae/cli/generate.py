@@ -7,10 +7,15 @@ import json
 
 from ..run_files import write_text_atomically
 from .common import (
+    add_decoding_options,
     add_device_option,
+    add_json_option,
+    add_max_length_option,
     add_run_argument,
+    add_seed_option,
     add_sentence_input,
     check_output_file,
+    decoding_options,
     load_pipeline,
     non_negative_int,
     positive_float,
@@ -37,20 +42,8 @@ def _add_repetition_options(parser) -> None:
     )
 
 
-def _add_decoding_options(parser, default_strategy: str | None) -> None:
-    parser.add_argument(
-        "--strategy",
-        choices=("greedy", "beam", "sample"),
-        default=default_strategy,
-        help=f"decoding strategy (default: {default_strategy or 'the pipeline default, see README'})",
-    )
-    parser.add_argument(
-        "--beam-size", type=positive_int, default=5, help="beams for --strategy beam (default: 5)"
-    )
-    parser.add_argument(
-        "--max-length", type=positive_int, default=100, help="longest output in tokens (default: 100)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+def _add_decoding_options(parser) -> None:
+    add_decoding_options(parser, None, "for sampling")
     _add_repetition_options(parser)
     add_device_option(parser)
 
@@ -65,6 +58,17 @@ def _repetition(args) -> dict:
 
 
 def add_parsers(commands) -> None:
+    _add_sample_parser(commands)
+    reconstruct = commands.add_parser("reconstruct", help="decode sentences from their posterior mean")
+    add_run_argument(reconstruct)
+    add_sentence_input(reconstruct)
+    _add_decoding_options(reconstruct)
+    reconstruct.set_defaults(handler=run_reconstruct)
+    _add_interpolate_parser(commands)
+    _add_encode_parser(commands)
+
+
+def _add_sample_parser(commands) -> None:
     sample = commands.add_parser("sample", help="sample sentences from the prior")
     add_run_argument(sample)
     sample.add_argument(
@@ -87,20 +91,14 @@ def add_parsers(commands) -> None:
     sample.add_argument(
         "--greedy", action="store_true", help="decode each prior z greedily instead of sampling words"
     )
-    sample.add_argument(
-        "--max-length", type=positive_int, default=100, help="longest output in tokens (default: 100)"
-    )
-    sample.add_argument("--seed", type=int, default=None, help="random seed")
+    add_max_length_option(sample)
+    add_seed_option(sample, None)
     _add_repetition_options(sample)
     add_device_option(sample)
     sample.set_defaults(handler=run_sample)
 
-    reconstruct = commands.add_parser("reconstruct", help="decode sentences from their posterior mean")
-    add_run_argument(reconstruct)
-    add_sentence_input(reconstruct)
-    _add_decoding_options(reconstruct, None)
-    reconstruct.set_defaults(handler=run_reconstruct)
 
+def _add_interpolate_parser(commands) -> None:
     interpolate = commands.add_parser("interpolate", help="decode points on the path between two sentences")
     add_run_argument(interpolate)
     interpolate.add_argument("start", help="first sentence")
@@ -114,14 +112,12 @@ def add_parsers(commands) -> None:
         default="lerp",
         help="linear or spherical interpolation (default: lerp)",
     )
-    interpolate.add_argument(
-        "--json",
-        action="store_true",
-        help="print the path as JSON (each step with t and its similarity to the ends)",
-    )
-    _add_decoding_options(interpolate, None)
+    add_json_option(interpolate, "print the path as JSON (each step with t and its similarity to the ends)")
+    _add_decoding_options(interpolate)
     interpolate.set_defaults(handler=run_interpolate)
 
+
+def _add_encode_parser(commands) -> None:
     encode = commands.add_parser("encode", help="write the posterior of each sentence as vectors")
     add_run_argument(encode)
     add_sentence_input(encode)
@@ -153,10 +149,7 @@ def run_sample(args) -> None:
 
 
 def _decoding(args) -> dict:
-    options = {"beam_size": args.beam_size, "max_length": args.max_length, **_repetition(args)}
-    if args.strategy is not None:
-        options["strategy"] = args.strategy
-    return options
+    return {**decoding_options(args), **_repetition(args)}
 
 
 def run_reconstruct(args) -> None:

@@ -5,44 +5,34 @@ from __future__ import annotations
 import json
 
 from .common import (
+    add_decoding_options,
     add_device_option,
+    add_json_option,
     add_run_argument,
     add_sentence_input,
+    decoding_options,
     finite_float,
     load_pipeline,
     positive_int,
     read_file,
+    read_labelled_file,
     read_sentences,
     sentence_file,
 )
 
 
 def _add_decoding_options(parser) -> None:
-    parser.add_argument(
-        "--strategy",
-        choices=("greedy", "beam", "sample"),
-        default="greedy",
-        help="decoding strategy (default: greedy)",
-    )
-    parser.add_argument(
-        "--beam-size",
-        type=positive_int,
-        metavar="N",
-        default=5,
-        help="beams for --strategy beam (default: 5)",
-    )
-    parser.add_argument(
-        "--max-length",
-        type=positive_int,
-        metavar="N",
-        default=100,
-        help="longest output in tokens (default: 100)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed for --strategy sample")
+    add_decoding_options(parser, "greedy", "for --strategy sample", metavar="N")
     add_device_option(parser)
 
 
 def add_parsers(commands) -> None:
+    _add_neighbours_parser(commands)
+    _add_transfer_parser(commands)
+    _add_analogy_parser(commands)
+
+
+def _add_neighbours_parser(commands) -> None:
     neighbours = commands.add_parser(
         "neighbours",
         help="the corpus sentences whose posterior means are nearest each query's",
@@ -68,10 +58,12 @@ def add_parsers(commands) -> None:
         default="cosine",
         help="cosine similarity (higher is nearer) or Euclidean distance (lower is nearer) (default: cosine)",
     )
-    neighbours.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_option(neighbours)
     add_device_option(neighbours)
     neighbours.set_defaults(handler=run_neighbours)
 
+
+def _add_transfer_parser(commands) -> None:
     transfer = commands.add_parser(
         "transfer",
         help="move sentences along an attribute vector (e.g. negative to positive) and decode them",
@@ -112,10 +104,12 @@ def add_parsers(commands) -> None:
         default=1.0,
         help="multiple of the attribute vector to add; 0 reconstructs (default: 1.0)",
     )
-    transfer.add_argument("--json", action="store_true", help="print each input with its output as JSON")
+    add_json_option(transfer, "print each input with its output as JSON")
     _add_decoding_options(transfer)
     transfer.set_defaults(handler=run_transfer)
 
+
+def _add_analogy_parser(commands) -> None:
     analogy = commands.add_parser(
         "analogy",
         help='"A is to B as C is to ?": decode mu(C) + mu(B) - mu(A)',
@@ -124,7 +118,7 @@ def add_parsers(commands) -> None:
     analogy.add_argument("a", help="sentence A")
     analogy.add_argument("b", help="sentence B")
     analogy.add_argument("c", help="sentence C")
-    analogy.add_argument("--json", action="store_true", help="print the three inputs and the answer as JSON")
+    add_json_option(analogy, "print the three inputs and the answer as JSON")
     _add_decoding_options(analogy)
     analogy.set_defaults(handler=run_analogy)
 
@@ -169,8 +163,7 @@ def _transfer_groups(args) -> tuple[list[str], list[str]]:
         source, _ = read_file(args.source, text_column=args.text_column)
         target, _ = read_file(args.target, text_column=args.text_column)
         return source, target
-    texts, labels = read_file(args.labels, args.text_column, args.label_column)
-    labels = [str(label) for label in labels]  # JSON ints and CSV strings compare as written
+    texts, labels = read_labelled_file(args.labels, args.text_column, args.label_column)
     groups = []
     for name, wanted in (("--from", args.from_label), ("--to", args.to_label)):
         group = [text for text, label in zip(texts, labels, strict=True) if label == wanted]
@@ -188,14 +181,7 @@ def run_transfer(args) -> None:
     sentences = read_sentences(args)
     source, target = _transfer_groups(args)
     outputs = load_pipeline(args).transfer(
-        sentences,
-        source,
-        target,
-        strength=args.strength,
-        strategy=args.strategy,
-        beam_size=args.beam_size,
-        seed=args.seed,
-        max_length=args.max_length,
+        sentences, source, target, strength=args.strength, seed=args.seed, **decoding_options(args)
     )
     if args.json:
         rows = [
@@ -209,16 +195,7 @@ def run_transfer(args) -> None:
 
 
 def run_analogy(args) -> None:
-    pipeline = load_pipeline(args)
-    answer = pipeline.analogy(
-        args.a,
-        args.b,
-        args.c,
-        strategy=args.strategy,
-        beam_size=args.beam_size,
-        max_length=args.max_length,
-        seed=args.seed,
-    )
+    answer = load_pipeline(args).analogy(args.a, args.b, args.c, seed=args.seed, **decoding_options(args))
     if args.json:
         print(json.dumps({"a": args.a, "b": args.b, "c": args.c, "answer": answer}, indent=2))
     else:

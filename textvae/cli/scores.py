@@ -10,11 +10,14 @@ import sys
 
 from .common import (
     add_device_option,
+    add_json_option,
     add_run_argument,
+    add_seed_option,
     add_sentence_input,
     load_pipeline,
     positive_int,
     read_file,
+    read_labelled_file,
     read_sentences,
     sentence_file,
 )
@@ -47,6 +50,11 @@ def label_counts(text: str) -> tuple[int | None, ...]:
 
 
 def add_parsers(commands) -> None:
+    _add_score_parser(commands)
+    _add_probe_parser(commands)
+
+
+def _add_score_parser(commands) -> None:
     score = commands.add_parser(
         "score",
         help="per-sentence NLL, -ELBO and KL (anomaly scores), with the AUROC against another file",
@@ -74,10 +82,12 @@ def add_parsers(commands) -> None:
         help="a second file (e.g. out-of-domain sentences): its rows follow, each row names its file, and "
         "the AUROC of telling it from the first by each score is reported",
     )
-    score.add_argument("--seed", type=int, default=0, help="random seed of the z samples (default: 0)")
+    add_seed_option(score, 0, "of the z samples")
     add_device_option(score)
     score.set_defaults(handler=run_score)
 
+
+def _add_probe_parser(commands) -> None:
     probe = commands.add_parser(
         "probe",
         help="few-label classification: logistic regression on posterior means against TF-IDF",
@@ -113,8 +123,8 @@ def add_parsers(commands) -> None:
         default=5,
         help="draws of each number of labels (default: 5)",
     )
-    probe.add_argument("--seed", type=int, default=0, help="random seed of the draws (default: 0)")
-    probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_seed_option(probe, 0, "of the draws")
+    add_json_option(probe, "print JSON instead of a table")
     add_device_option(probe)
     probe.set_defaults(handler=run_probe)
 
@@ -161,11 +171,8 @@ def run_score(args) -> None:
 
 
 def run_probe(args) -> None:
-    train_texts, train_labels = read_file(args.train, args.text_column, args.label_column)
-    test_texts, test_labels = read_file(args.test, args.text_column, args.label_column)
-    # Labels compare as written: a JSON 1 and a CSV "1" are the same class.
-    train_labels = [str(label) for label in train_labels]
-    test_labels = [str(label) for label in test_labels]
+    train_texts, train_labels = read_labelled_file(args.train, args.text_column, args.label_column)
+    test_texts, test_labels = read_labelled_file(args.test, args.text_column, args.label_column)
     results = load_pipeline(args).probe(
         train_texts,
         train_labels,

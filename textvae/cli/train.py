@@ -12,6 +12,7 @@ from ..training_config import TrainConfig, read_config_file
 from .common import (
     add_device_option,
     add_run_argument,
+    add_seed_option,
     flag,
     is_main_process,
     positive_int,
@@ -38,6 +39,11 @@ def _add_typed_option(group, name: str, annotation, default, help: str) -> None:
 
 
 def add_parsers(commands) -> None:
+    _add_train_parser(commands)
+    _add_fit_prior_parser(commands)
+
+
+def _add_train_parser(commands) -> None:
     parser = commands.add_parser(
         "train",
         help="train a text VAE (or its language model) on a corpus",
@@ -71,6 +77,8 @@ def add_parsers(commands) -> None:
             _add_typed_option(model, name, option.type, option.default, option.help)
     parser.set_defaults(handler=run_train)
 
+
+def _add_fit_prior_parser(commands) -> None:
     fit = commands.add_parser(
         "fit-prior",
         help="fit the aggregate-posterior prior of a trained run (for sample --prior aggregate)",
@@ -96,7 +104,7 @@ def add_parsers(commands) -> None:
         default=20_000,
         help="fit on at most this many training sentences, drawn with --seed (default: 20000)",
     )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed_option(fit, 0)
     add_device_option(fit)
     fit.set_defaults(handler=run_fit_prior)
 

@@ -1,0 +1,253 @@
+"""Every metric of the papers over one tokenized split: `evaluate`.
+
+Every metric follows the definitions of BENCHMARKS.md, which are those of He et al. (2019,
+github.com/jxhe/vae-lagging-encoder) and Li et al. (2019): per-sentence values in nats over a whole split,
+the sentence's words plus its EOS as targets (never the BOS), the KL weight 1, and the importance-weighted
+NLL with K = 500 samples of `q(z | x)` (Burda et al. 2016). All randomness comes from `seed`, so a run
+repeats exactly on the same device. Under torchrun the processes share the scoring of the split
+(`evaluate(..., shard=True)`) and the figures equal one process's. The scores come from `scoring.py`, MI
+and AU from `latent_metrics.py`, the text metrics from `text_metrics.py` and `generation_metrics.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from . import distributed
+from .data import LengthBucketSampler, TokenizedSplit, collate
+from .generation import generate
+from .latent_metrics import latent_results
+from .modeling import TextVAEModel
+from .scoring import batch_generators, score_batch, stream_generators
+from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
+from .tokenization import decode_ids
+
+logger = logging.getLogger(__name__)
+
+
+def _score_split(
+    model, tokenizer, split: TokenizedSplit, options: dict, generators: dict, shard: bool = False
+) -> dict:
+    """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references.
+
+    shard: every process of the group scores every N-th batch; the sums are reduced and the posteriors and
+    texts gathered, in the split's batch order, on every process.
+    """
+    device = next(model.parameters()).device
+    # Batches of similar lengths, in a fixed order: little padding, and the same random draws every run.
+    batches = LengthBucketSampler(split.lengths, options["batch_size"], shuffle=False).batches()
+    rank, processes = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
+    mine = range(rank, len(batches), processes)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # rec, kl, nll
+    parts = []  # (batch number, mu, logvar, hypotheses, references)
+    total = sum(len(batches[number]) for number in mine)
+    progress = tqdm(total=total, desc="evaluating", unit="sent", disable=not options["show_progress"])
+    with progress:
+        for number in mine:
+            indices = batches[number]
+            batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
+            scores = score_batch(model, tokenizer, batch, options, batch_generators(generators, number))
+            sums += torch.stack([scores[key].sum() for key in ("rec", "kl", "nll")])
+            posterior = [scores["mu"], scores["logvar"]]  # (B, Z) each, or None
+            if shard and posterior[0] is not None:  # pickled for the other processes: on the CPU
+                posterior = [tensor.cpu() for tensor in posterior]
+            parts.append((number, *posterior, scores["hypotheses"], scores["references"]))
+            progress.update(len(indices))
+    if shard:
+        distributed.all_reduce_sum(sums)
+        parts = sorted(
+            (part for group in distributed.gather_objects(parts) for part in group), key=lambda p: p[0]
+        )
+    totals = dict(zip(("rec", "kl", "nll"), sums.tolist(), strict=True))
+    totals["mu"] = [part[1].to(device) for part in parts if part[1] is not None]
+    totals["logvar"] = [part[2].to(device) for part in parts if part[2] is not None]
+    totals["hypotheses"] = [text for part in parts for text in part[3]]
+    totals["references"] = [text for part in parts for text in part[4]]
+    return totals
+
+
+def _diversity_results(model, tokenizer, options: dict, generator: torch.Generator, tokenize: str) -> dict:
+    """self-BLEU and distinct-1/2 of ancestral samples: `z ~ N(0, I)`, then words at temperature 1."""
+    count = options["num_diversity_samples"]
+    results = {"self_bleu": None, "distinct_1": None, "distinct_2": None, "num_diversity_samples": count}
+    if count == 0:
+        return results
+    parameter = next(model.parameters())
+    samples = []
+    for start in range(0, count, options["batch_size"]):
+        size = min(options["batch_size"], count - start)
+        z = None
+        if model.config.has_latent:
+            z = torch.randn(
+                (size, model.config.latent_dim),
+                generator=generator,
+                device=parameter.device,
+                dtype=parameter.dtype,
+            )
+        ids = generate(
+            model,
+            z=z,
+            num_sequences=size,
+            max_length=options["max_length"],
+            do_sample=True,
+            generator=generator,
+        )
+        samples += [decode_ids(tokenizer, row) for row in ids.tolist()]
+    if options["compute_bleu"] and count >= 2:
+        results["self_bleu"] = self_bleu(samples, tokenize)
+    results["distinct_1"], results["distinct_2"] = distinct_n(samples, 1), distinct_n(samples, 2)
+    return results
+
+
+def _generation_results(
+    model, tokenizer, totals, generators, tokenize, reference, priors, count, pairs, steps, max_length
+) -> dict:
+    """Forward PPL of greedy decodings of prior samples (one key per prior) and interpolation metrics."""
+    from .generation_metrics import decode_prior_samples, forward_ppl, interpolation_results
+
+    results = {"num_forward_samples": count if reference is not None else None}
+    for kind in ("standard", "aggregate"):
+        key = "forward_ppl" if kind == "standard" else "forward_ppl_aggregate"
+        prior = (priors or {}).get(kind)
+        results[key] = None
+        if reference is not None and prior is not None and model.config.has_latent and count:
+            generator = torch.Generator().manual_seed(generators["forward"].initial_seed())
+            samples = decode_prior_samples(model, tokenizer, prior, count, generator, max_length=max_length)
+            results[key] = forward_ppl(*reference, samples)
+    keys = ("interp_endpoint_bleu", "interp_monotonicity", "interp_distinct", "interp_forward_ppl")
+    results.update(dict.fromkeys(keys), interpolation_pairs=None, interpolation_steps=None)
+    if model.config.has_latent and pairs and totals["references"]:
+        mu = torch.cat(totals["mu"]).float()  # (N, Z), the order of `references`
+        generator = torch.Generator().manual_seed(generators["interpolation"].initial_seed())
+        results.update(
+            interpolation_results(
+                model,
+                tokenizer,
+                totals["references"],
+                mu,
+                pairs,
+                steps,
+                generator,
+                tokenize,
+                reference,
+                max_length,
+            )
+        )
+    return results
+
+
+def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | None) -> dict:
+    """Per-sentence means and perplexities from the split's sums (BENCHMARKS.md)."""
+    count, num_tokens = len(split), split.num_target_tokens()
+    neg_elbo = totals["rec"] + totals["kl"]
+    return {
+        "num_sentences": count,
+        "num_tokens": num_tokens,
+        "rec": totals["rec"] / count,
+        "kl": totals["kl"] / count,
+        "neg_elbo": neg_elbo / count,
+        "ppl_bound": math.exp(neg_elbo / num_tokens),
+        "nll": totals["nll"] / count,
+        "ppl": math.exp(totals["nll"] / num_tokens),
+        "iw_samples": iw_samples,
+    }
+
+
+def _check_options(split: TokenizedSplit, options: dict) -> None:
+    if len(split) == 0:
+        raise ValueError("the split to evaluate is empty (0 sentences)")
+    for name in ("iw_samples", "batch_size", "iw_chunk_size", "max_length"):
+        if not isinstance(options[name], int) or options[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, got {options[name]!r}")
+    for name in ("num_diversity_samples", "num_forward_samples", "interpolation_pairs"):
+        if not isinstance(options[name], int) or options[name] < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {options[name]!r}")
+    if options["interpolation_pairs"] and options["interpolation_steps"] < 3:
+        raise ValueError(f"interpolation steps must be at least 3, got {options['interpolation_steps']}")
+    if options["num_diversity_samples"] < 0:
+        raise ValueError(f"num_diversity_samples must be >= 0, got {options['num_diversity_samples']}")
+
+
+def evaluate(
+    model: TextVAEModel,
+    tokenizer: PreTrainedTokenizerBase,
+    split: TokenizedSplit,
+    *,
+    iw_samples: int = 500,
+    batch_size: int = 32,
+    iw_chunk_size: int = 50,
+    au_threshold: float = 0.01,
+    num_diversity_samples: int = 100,
+    max_length: int = 100,
+    seed: int = 0,
+    show_progress: bool = True,
+    compute_bleu: bool = True,
+    reference_lm=None,
+    priors: dict | None = None,
+    num_forward_samples: int = 1000,
+    interpolation_pairs: int = 100,
+    interpolation_steps: int = 5,
+    shard: bool = False,
+) -> dict:
+    """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
+
+    Likelihood (nats, per-sentence means over the split):
+    - rec: `-log p(x | z)`, one `z ~ q(z | x)` per sentence; kl: closed form; neg_elbo: rec + kl (weight 1);
+    - nll: importance weighted with K = iw_samples (`importance_weighted_nll`);
+    - ppl_bound, ppl: `exp(sum neg_elbo / num_tokens)`, `exp(sum nll / num_tokens)`, where num_tokens
+      counts the words plus one EOS per sentence (73,760 on PTB valid).
+    Latent: mi (`mutual_information`), au with au_variances and au_threshold (`active_units`), recon_bleu
+    (corpus BLEU of greedy reconstructions from the posterior mean; bleu_signature says how it was scored).
+    Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
+    prior (`z ~ N(0, I)`, then words at temperature 1). Also num_sentences, iw_samples and seed.
+
+    A language model (no latent) gets the exact nll = rec, kl = 0.0, and None ("not applicable") for
+    iw_samples, mi, au, au_variances and recon_bleu. iw_chunk_size is the number of samples per sentence
+    in one decoder call, so decoder batches hold batch_size * iw_chunk_size rows: lower either to save
+    memory. compute_bleu=False skips the reconstructions and self-BLEU. The model runs in eval mode (no
+    dropout) on its own device and gets its training mode back afterwards.
+
+    shard: in a process group (torchrun), every process calls `evaluate` and scores its share of the
+    split's batches (the K-sample NLL is most of the work); sums are reduced and the posteriors (for MI
+    and AU) and reconstructions gathered, so every process returns the figures one process would, up to
+    the order of the sums. The prior samples and interpolations are drawn by every process alike.
+    """
+    options = dict(
+        iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
+        num_diversity_samples=num_diversity_samples, show_progress=show_progress, compute_bleu=compute_bleu,
+        num_forward_samples=num_forward_samples, interpolation_pairs=interpolation_pairs,
+        interpolation_steps=interpolation_steps,
+    )  # fmt: skip
+    _check_options(split, options)
+    has_latent = model.config.has_latent
+    tokenize = bleu_tokenization(tokenizer)
+    generators = stream_generators(seed, next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    generation_options = (reference_lm, priors, num_forward_samples, interpolation_pairs, interpolation_steps)
+    try:
+        with torch.no_grad():
+            totals = _score_split(model, tokenizer, split, options, generators, shard)
+            diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
+            generation = _generation_results(
+                model, tokenizer, totals, generators, tokenize, *generation_options, max_length
+            )
+    finally:
+        model.train(was_training)
+    results = _likelihood_results(totals, split, iw_samples if has_latent else None)
+    results.update(latent_results(totals, au_threshold, generators["mi"]))
+    results["recon_bleu"] = results["bleu_signature"] = None
+    if totals["hypotheses"]:
+        results["recon_bleu"], results["bleu_signature"] = corpus_bleu(
+            totals["hypotheses"], totals["references"], tokenize
+        )
+    results.update(diversity)
+    results.update(generation)
+    results["seed"] = seed
+    logger.info("evaluated %d sentences: nll %.3f, ppl %.2f", len(split), results["nll"], results["ppl"])
+    return results

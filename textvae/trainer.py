@@ -1,0 +1,309 @@
+"""The epoch loop of one run folder: epochs of steps, checkpoints on schedule, validation, best model,
+early stopping, autoencoder pretraining, and resuming from a checkpoint.
+
+The step itself (the global batch's share, loss, backward, update) is `training_step.TrainingStepMixin`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpointing as ckpt
+from . import distributed
+from .data import LengthBucketSampler
+from .distributed import derived_seed
+from .modeling import TextVAEModel
+from .plotting import write_training_plots
+from .rate_control import KLController
+from .reporting import make_reporter
+from .run_files import append_record, read_records, rewrite_records
+from .training_config import TrainConfig
+from .training_setup import PreparedData, make_optimizer, make_scheduler
+from .training_step import DECODER_RESET, TrainingStepMixin
+from .validation import validate
+
+logger = logging.getLogger(__name__)
+_clock = time.monotonic  # epoch wall time; a test may replace it
+
+
+class Trainer(TrainingStepMixin):
+    """Runs the loop for one run folder; all state needed to resume is in its checkpoints.
+
+    In a process group (torchrun), every process runs a Trainer: each step, each takes its contiguous share
+    of the global batch of `config.batch_size` sentences (the same on all, from the seeded sampler), and
+    the loss is that of the whole global batch (`_global_batch_loss`). Only the main process writes files.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path, model: TextVAEModel, data: PreparedData):
+        self.config, self.run_dir, self.model, self.data = config, run_dir, model, data
+        self.device = distributed.process_device(config.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        if config.batch_size < self.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} is the global batch, shared by {self.world_size} processes: "
+                f"it must hold at least one sentence per process"
+            )
+        self.model.to(self.device)
+        self.forward_model = model  # under DistributedDataParallel once train() starts
+        self._generator = torch.Generator(device=self.device)  # the step's draws, reseeded every step
+        self._global_batch_size, self._shard_weight = config.batch_size, 1.0  # set for each step
+        self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
+        self.steps_per_epoch = self.sampler.num_batches
+        self.pretrain_steps = self.steps_per_epoch * config.pretrain_epochs
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.pretrain_epochs and model.config.decoder_type == "hf":
+            raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
+        self.optimizer = make_optimizer(config, model)
+        self.controller = None
+        if config.target_kl is not None and model.config.has_latent:
+            self.controller = KLController(
+                target=config.target_kl,
+                warmup_steps=config.target_kl_warmup_steps,
+                kp=config.kl_controller_kp,
+                ki=config.kl_controller_ki,
+                beta_max=config.beta,
+            )
+        self.scheduler = make_scheduler(config, self.optimizer, self.total_steps)
+        self.state = {
+            "step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "best_neg_elbo": None,
+            "epochs_without_improvement": 0,
+            "history": [],
+            "finished": False,
+            "epoch_seconds": 0.0,  # time spent in the current epoch up to its last mid-epoch checkpoint
+        }
+        self._epoch_started = 0.0
+        self._last_save = None  # clock reading of the last checkpoint, for save_minutes
+        self.reporter = None  # opened by train(), after a resume has set the step
+        self.plot_each_epoch = config.plot_each_epoch
+        encoder_tokenizer = data.encoder_tokenizer
+        self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
+
+    def resume_from(self, checkpoint: Path) -> None:
+        if 0 < self.config.pretrain_epochs <= ckpt.read_json(checkpoint / ckpt.TRAINER_STATE_NAME)["epoch"]:
+            self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
+        self.state, extra = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        if self.controller is not None:
+            if not (extra or {}).get("controller"):
+                raise ValueError(
+                    f"checkpoint {checkpoint} has no KL controller state: it does not fit this run"
+                )
+            self.controller.load_state_dict(extra["controller"])
+        metrics = self.run_dir / ckpt.METRICS_NAME
+        # Drop lines written after the checkpoint: they will be written again.
+        if self.is_main and metrics.is_file():
+            records = read_records(metrics)
+            rewrite_records(metrics, [r for r in records if r.get("step", 0) <= self.state["step"]])
+        logger.info(
+            "resumed from %s (step %d, epoch %d)",
+            checkpoint.name,
+            self.state["step"],
+            self.state["epoch"] + 1,
+        )
+
+    def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        append_record(self.run_dir / ckpt.METRICS_NAME, record)
+        if self.reporter is not None:
+            self.reporter.log(record)
+
+    def _start_vae_phase(self, reset_decoder: bool = True) -> None:
+        """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
+        if reset_decoder:
+            # Seeded by the step alone: every process draws the same new decoder, resumed or not.
+            torch.manual_seed(derived_seed(self.config.seed, self.state["step"], DECODER_RESET))
+            decoder = self.model.decoder
+            if hasattr(decoder, "reset_parameters"):  # a decoder that knows its own initialisation
+                decoder.reset_parameters()
+            else:
+                for module in decoder.modules():
+                    if module is not decoder and hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+                for name, parameter in decoder.named_parameters(recurse=False):
+                    if name.endswith("bias"):
+                        torch.nn.init.zeros_(parameter)
+            logger.info("autoencoder pretraining done: decoder re-initialised, VAE training starts")
+        self.optimizer = make_optimizer(self.config, self.model)
+        self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
+
+    def _run_epoch(self) -> bool:
+        """Train the rest of the current epoch; False when max_steps stopped it early."""
+        config, state = self.config, self.state
+        self.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+        self.model.train()
+        bar = tqdm(
+            self.sampler,
+            total=len(self.sampler),
+            desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
+            disable=not config.progress or not self.is_main,
+            leave=False,
+        )
+        for indices in bar:
+            metrics = self._train_step(self._shard_batch(indices))
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.2f}",
+                kl=f"{metrics['kl']:.2f}"
+                + (f"/{metrics['kl_target']:.1f}" if "kl_target" in metrics else ""),
+                beta=f"{metrics['kl_weight']:.3f}",
+            )
+            if state["step"] % config.log_steps == 0:
+                self._log(
+                    {
+                        "step": state["step"],
+                        "epoch": state["epoch"] + 1,
+                        "split": "train",
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        **metrics,
+                    }
+                )
+            if config.max_steps is not None and state["step"] >= config.max_steps:
+                self._checkpoint()
+                return False
+            if (config.save_steps and state["step"] % config.save_steps == 0) or (
+                config.save_minutes and _clock() - self._last_save >= 60 * config.save_minutes
+            ):
+                self._checkpoint()
+        return True
+
+    def _end_epoch(self, seconds: float) -> bool:
+        """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
+        config, state = self.config, self.state
+        metrics = self._validate(seconds)
+        save = self._is_best(metrics["neg_elbo"])
+        if self.is_main:
+            if save:
+                ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
+            ckpt.write_json(self.run_dir / ckpt.HISTORY_NAME, state["history"])
+        if self.plot_each_epoch and self.is_main:  # False from now on when matplotlib is missing
+            self.plot_each_epoch = write_training_plots(self.run_dir)
+        if config.lr_scheduler == "plateau" and self._target_reached():
+            self.scheduler.step(metrics["neg_elbo"])
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        state["epoch_seconds"] = 0.0
+        if config.pretrain_epochs and state["epoch"] == config.pretrain_epochs:
+            self._start_vae_phase()
+            state["best_neg_elbo"], state["epochs_without_improvement"] = None, 0
+        patience = config.early_stopping_patience
+        return bool(patience) and state["epochs_without_improvement"] >= patience
+
+    def _validate(self, seconds: float) -> dict:
+        """The epoch's validation figures, recorded in the history and the metrics log."""
+        config, state = self.config, self.state
+        metrics = validate(
+            self.model, self.data.validation, config.batch_size, seed=config.seed, shard=self.world_size > 1
+        )
+        for name in ("rec", "kl"):
+            if not math.isfinite(metrics[name]):
+                raise self._diverged(f"validation {name}", metrics[name])
+        record = {
+            "step": state["step"],
+            "epoch": state["epoch"] + 1,
+            "split": "validation",
+            "seconds": round(seconds, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **metrics,
+        }
+        if self.controller is not None:
+            record.update(kl_weight=self.controller.beta, kl_target=self.controller.current_target())
+        state["history"].append(record)
+        self._log(record)
+        logger.info(
+            "epoch %d: valid rec %.2f  kl %.2f  -elbo %.2f  ppl<=%.1f  au %s",
+            record["epoch"],
+            metrics["rec"],
+            metrics["kl"],
+            metrics["neg_elbo"],
+            metrics["ppl_bound"],
+            metrics.get("au", "-"),
+        )
+        return metrics
+
+    def _is_best(self, neg_elbo: float) -> bool:
+        """Whether this epoch's model is kept as the best one; counts the epochs without improvement."""
+        state = self.state
+        if not self._target_reached():
+            # While the KL still rises to its target, -ELBO rises with it by design: each epoch's model is
+            # kept, and the best-model record (and early stopping) start once the target is reached.
+            return True
+        if state["best_neg_elbo"] is None or neg_elbo < state["best_neg_elbo"]:
+            state["best_neg_elbo"] = neg_elbo
+            state["epochs_without_improvement"] = 0
+            return True
+        state["epochs_without_improvement"] += 1
+        return False
+
+    def _target_reached(self) -> bool:
+        """False while a KL target is still to be reached (warming up, or the KL still rising to it)."""
+        return self.controller is None or self.controller.reached
+
+    def _checkpoint(self) -> None:
+        self._last_save = now = _clock()
+        if not self.is_main:  # the state is the same on every process: the main one saves it
+            return
+        if self.state["batch_in_epoch"]:
+            self.state["epoch_seconds"] = now - self._epoch_started
+        extra = {"controller": self.controller.state_dict()} if self.controller is not None else None
+        ckpt.save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            self.config.keep_checkpoints,
+            extra,
+        )
+
+    def train(self) -> list[dict]:
+        """Train to the last epoch, early stop, or max_steps; return the validation history."""
+        self.forward_model = distributed.wrap_model(self.model, self.device)
+        if self.model.mean_norm is not None:  # BN-VAE's statistics over the global batch
+            self.model.mean_norm.synchronize = distributed.is_distributed()
+        if self.world_size > 1:
+            logger.info(
+                "%d processes share each global batch of %d sentences (%.1f each)",
+                self.world_size,
+                self.config.batch_size,
+                self.config.batch_size / self.world_size,
+            )
+        if self.is_main:
+            self.reporter = make_reporter(self.config.report_to, self.run_dir, self.state["step"])
+        try:
+            return self._train()
+        finally:
+            self.forward_model = self.model
+            if self.model.mean_norm is not None:
+                self.model.mean_norm.synchronize = False
+            if self.reporter is not None:
+                self.reporter.close()
+
+    def _train(self) -> list[dict]:
+        state = self.state
+        while state["epoch"] < self.config.epochs and not state["finished"]:
+            # A resumed epoch counts the time it ran before the checkpoint it resumed from.
+            now = _clock()
+            self._epoch_started = now - state.get("epoch_seconds", 0.0)
+            if self._last_save is None:
+                self._last_save = now
+            if not self._run_epoch():
+                return state["history"]
+            if self._end_epoch(_clock() - self._epoch_started):
+                logger.info(
+                    "early stopping: no better valid -ELBO for %d epochs", self.config.early_stopping_patience
+                )
+                state["finished"] = True
+            state["finished"] = state["finished"] or state["epoch"] >= self.config.epochs
+            self._checkpoint()
+        return state["history"]

@@ -1,0 +1,64 @@
+"""The validation pass of training: rec, KL, -ELBO, the PPL bound and active units, once per epoch.
+
+A quick check with one `z` per sentence, for choosing the best model and early stopping; `evaluation.py`
+computes the papers' metrics (the importance-weighted NLL among them) on a saved run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import distributed
+from .data import LengthBucketSampler, TokenizedSplit, collate
+from .distributed import derived_seed
+from .modeling import TextVAEModel, gaussian_kl
+from .scoring import encode_batch
+
+
+@torch.no_grad()
+def validate(
+    model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: int = 0, shard: bool = False
+) -> dict:
+    """rec, KL, -ELBO (weight 1) per sentence, the PPL bound, active units and the (Z,) KL per dimension.
+
+    z is drawn with a generator of its own for each batch, seeded by (seed, batch number), so validation
+    neither depends on nor moves the training RNG. shard: in a process group, every process scores every
+    N-th batch and the figures are summed over the processes (every process must call it); they equal
+    one process's up to the order of the sums.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    batches = LengthBucketSampler(split.lengths, batch_size, shuffle=False).batch_arrays()
+    rank, processes = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
+    sums = torch.zeros(2 + model.config.latent_dim, dtype=torch.float64, device=device)  # rec, kl, (Z,)
+    means = []
+    for number in range(rank, len(batches), processes):
+        batch = {
+            k: v.to(device) for k, v in collate(split, batches[number], model.config.pad_token_id).items()
+        }
+        z = None
+        if model.config.has_latent:
+            mu, logvar = encode_batch(model, batch)  # (B, Z)
+            generator = torch.Generator(device=device).manual_seed(derived_seed(seed, number))
+            z = model.reparameterize(mu, logvar, generator)
+            kl = gaussian_kl(mu, logvar).double()  # (B, Z)
+            sums[1] += kl.sum()
+            sums[2:] += kl.sum(dim=0)
+            means.append((number, mu.float().cpu()))
+        rec, _ = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], z)
+        sums[0] += rec.double().sum()
+    if shard:
+        distributed.all_reduce_sum(sums)
+        means = [item for part in distributed.gather_objects(means) for item in part]
+    count, tokens = len(split), split.num_target_tokens()
+    rec_total, kl_total = sums[:2].tolist()
+    metrics = {"rec": rec_total / count, "kl": kl_total / count}
+    metrics["neg_elbo"] = metrics["rec"] + metrics["kl"]
+    metrics["ppl_bound"] = math.exp((rec_total + kl_total) / tokens)
+    if means:
+        means = torch.cat([mu for _, mu in sorted(means, key=lambda item: item[0])])  # (N, Z)
+        metrics["au"] = int((means.var(dim=0) >= 0.01).sum())
+        metrics["kl_per_dim"] = (sums[2:] / count).tolist()  # which dimensions carry the KL
+    return metrics
