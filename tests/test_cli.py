@@ -448,3 +448,16 @@ def test_the_aggregate_prior_is_fitted_by_training_and_by_fit_prior(tmp_path, ca
     assert run_cli(capsys, "sample", older, "-n", 2, "--prior", "aggregate", "--seed", 1)[0] == 0
     code, _, err = run_cli(capsys, "fit-prior", older, "--components", "0,x")
     assert code == 2 and "--components must be positive integers" in err
+
+
+def test_reconstruct_can_show_each_input_above_its_reconstruction(trained_run, capsys):
+    sentences = ["the cat sat on the mat", "a dog ran"]
+    code, plain, _ = run_cli(capsys, "reconstruct", str(trained_run), *sentences)
+    assert code == 0 and len(plain.splitlines()) == 2
+    code, shown, _ = run_cli(capsys, "reconstruct", str(trained_run), *sentences, "--show-input")
+    assert code == 0
+    assert shown.splitlines() == [
+        line
+        for pair in zip(sentences, plain.splitlines(), strict=True)
+        for line in (pair[0], f"  -> {pair[1]}")
+    ]

@@ -63,6 +63,12 @@ def add_parsers(commands) -> None:
     add_run_argument(reconstruct)
     add_sentence_input(reconstruct)
     _add_decoding_options(reconstruct)
+    reconstruct.add_argument(
+        "--show-input",
+        action="store_true",
+        help="print each input sentence, then its reconstruction indented after '->' (default: only the "
+        "reconstructions, one line each)",
+    )
     reconstruct.set_defaults(handler=run_reconstruct)
     _add_interpolate_parser(commands)
     _add_encode_parser(commands)
@@ -154,8 +160,9 @@ def _decoding(args) -> dict:
 
 def run_reconstruct(args) -> None:
     sentences = read_sentences(args)
-    for line in load_pipeline(args).reconstruct(sentences, seed=args.seed, **_decoding(args)):
-        print(line)
+    reconstructions = load_pipeline(args).reconstruct(sentences, seed=args.seed, **_decoding(args))
+    for sentence, line in zip(sentences, reconstructions, strict=True):
+        print(f"{sentence}\n  -> {line}" if args.show_input else line)
 
 
 def run_interpolate(args) -> None:
