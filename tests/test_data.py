@@ -142,6 +142,20 @@ def test_ptb_splits_and_token_counts():
     assert validation.num_target_tokens() == 73_760  # BENCHMARKS.md: words + one EOS per sentence
 
 
+@pytest.mark.skipif(
+    not (PTB_DIR / "yelp_short" / "train.txt").is_file(), reason="yelp_short not in ../shared/data"
+)
+def test_yelp_short_is_a_named_corpus_with_its_own_splits():
+    corpus = load_corpus("yelp_short", data_dir=PTB_DIR)
+    # Its own valid.txt, not a cut of train: the sizes of ../shared/data/README.md.
+    assert (len(corpus["train"]), len(corpus["validation"])) == (57_483, 6_000)
+
+
+def test_missing_yelp_short_says_where_it_comes_from(tmp_path):
+    with pytest.raises(ValueError, match=r"put train.txt and valid.txt in .*yelp_short .*Shen et al. 2017"):
+        load_corpus("yelp_short", data_dir=tmp_path)
+
+
 # Token storage: flat int32 ids with int64 offsets must give exactly what lists of ids gave.
 
 

