@@ -141,3 +141,28 @@ def test_an_empty_stream_and_a_bad_column_are_clear_errors(tmp_path, capsys):
     args = ["train", "--data", blank, "--streaming", "--kl-schedule", "cyclical", "-o", tmp_path / "run"]
     assert run_cli_error(capsys, args, "kl_schedule cyclical needs.*--max-steps") != 0
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluating_a_streaming_run_scores_the_sentences_it_held_out(tmp_path, corpus_file):
+    from textvae.evaluation import evaluate_run
+
+    folder = tmp_path / "corpus"  # a folder with train.txt alone: its validation split is held out
+    folder.mkdir()
+    corpus_file.rename(folder / "train.txt")
+    run = train(TrainConfig(data=str(folder), **{**STREAM, "max_steps": 2}), output_dir=tmp_path / "run")
+    options = dict(iw_samples=2, batch_size=8, num_diversity_samples=2, interpolation_pairs=1, max_length=8)
+    results = evaluate_run(run, data=str(folder), save=False, show_progress=False, **options)
+    # The stream's first 6 sentences, not a random 5% of the corpus (sentences it trained on).
+    head = tmp_path / "head.txt"
+    head.write_text("\n".join((folder / "train.txt").read_text().splitlines()[:6]) + "\n")
+    expected = evaluate_run(run, data=str(head), save=False, show_progress=False, **options)
+    assert results["num_sentences"] == 6 and results["nll"] == pytest.approx(expected["nll"], rel=1e-6)
+
+
+def test_the_help_names_the_streaming_options(capsys):
+    from .helpers import run_cli
+
+    _, out, _ = run_cli(capsys, "train", "--help")
+    text = " ".join(out.split())
+    assert "--streaming" in text and "--streaming-vocab-sentences" in text
+    assert "first --streaming-vocab-sentences training sentences" in text

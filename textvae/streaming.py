@@ -215,9 +215,9 @@ def _counted(texts, counter: list[int]):
         yield text
 
 
-def prepare_stream_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
-    """`training_setup.prepare_data` for `config.streaming`: validation and a prior sample in memory, the
-    training split as a `TrainingStream` (`PreparedData.stream`)."""
+def split_stream(config: TrainConfig) -> tuple[datasets.IterableDataset, list[str], list[str]]:
+    """(the training stream, the validation sentences, the stream's first training sentences: up to
+    MAX_HELD_OUT / validation_fraction of them) of a streaming run's corpus, by the rule of this module."""
     train, validation = open_streams(config)
     head = _stream_head(train, math.ceil(MAX_HELD_OUT / config.validation_fraction))
     if not head:
@@ -234,6 +234,13 @@ def prepare_stream_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=N
         logger.info("validation: the first %d sentences of the stream, held out of training", held)
     if not validation:
         raise ValueError(f"the validation split of {config.data} holds no non-blank sentence")
+    return train, validation, head
+
+
+def prepare_stream_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
+    """`training_setup.prepare_data` for `config.streaming`: validation and a prior sample in memory, the
+    training split as a `TrainingStream` (`PreparedData.stream`)."""
+    train, validation, head = split_stream(config)
     tokenizer, encoder_tokenizer = load_backbone_tokenizers(config, tokenizer, encoder_tokenizer)
     if tokenizer is None:
         read = [0]
