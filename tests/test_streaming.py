@@ -166,3 +166,17 @@ def test_the_help_names_the_streaming_options(capsys):
     text = " ".join(out.split())
     assert "--streaming" in text and "--streaming-vocab-sentences" in text
     assert "first --streaming-vocab-sentences training sentences" in text
+
+
+def test_overlong_sentences_are_truncated_or_dropped_with_a_warning(corpus_file, caplog):
+    lengths = Counter()
+    for overlong in ("truncate", "drop"):
+        data = prepare_data(TrainConfig(data=str(corpus_file), max_length=4, overlong=overlong, **STREAM))
+        with caplog.at_level("WARNING"):
+            caplog.clear()
+            batches = list(data.stream.batches(0))
+        lengths[overlong] = sum(len(indices) for _, indices, _ in batches)
+        assert all(split.lengths[indices].max() <= 4 + 2 for split, indices, _ in batches)  # BOS, EOS
+        assert any(f"{'truncated' if overlong == 'truncate' else 'dropped'}" in m for m in caplog.messages)
+    longer = sum(len(s.split()) > 4 for s in corpus_file.read_text().splitlines()[6:])
+    assert lengths["truncate"] == 114 and lengths["drop"] == 114 - longer > 0

@@ -192,6 +192,8 @@ class TrainingStream:
             pool_start = start + number * self.pool_size
             split, count = tokenize_texts(rows["text"], self.tokenizers, self.max_length, self.overlong)
             overlong, read = overlong + count, read + len(rows["text"])
+            if count and number == 0 and epoch == 0:  # at once, as the in-memory corpus warns before training
+                warn_overlong(count, read, "training (first pool)", self.max_length, self.overlong)
             # Keyed by where the pool starts: a resumed run batches the pool as the uninterrupted one did.
             seed = derived_seed(self.seed, epoch, pool_start) & 0xFFFF_FFFF
             sampler = LengthBucketSampler(
@@ -201,8 +203,8 @@ class TrainingStream:
             for index in range(skip_batches, len(pool_batches)):
                 yield split, pool_batches[index].tolist(), (pool_start, index + 1)
             skip_batches = 0
-        if overlong:
-            warn_overlong(overlong, read, "training (this pass)", self.max_length, self.overlong)
+        if overlong and epoch == 0:  # the first pass's count; every pass reads the same sentences
+            warn_overlong(overlong, read, "training (first pass)", self.max_length, self.overlong)
 
 
 def _stream_head(stream: datasets.IterableDataset, count: int) -> list[str]:
