@@ -11,9 +11,12 @@ the bytes per training token of the token storage (`TokenizedSplit.nbytes` / tok
 included). The machine's load average is printed too: other users of the CPUs slow the wall clock,
 not the CPU seconds. With --train-steps, each size is also trained for that many steps by `train()` in
 another fresh process (preparation included), to show that training starts and what it holds at its peak.
+With --streaming that training reads the corpus as a stream (`train --streaming`) and the in-memory
+preparation is not measured: compare its peak RSS with a run without --streaming.
 
     python scripts/bench_data_scale.py --sizes 50000,500000,5000000 --json runs/bench_data_scale.json
     python scripts/bench_data_scale.py --sizes 10000000 --train-steps 20
+    python scripts/bench_data_scale.py --sizes 5000000 --train-steps 300 --streaming
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def prepare(path: str) -> dict:
     return report
 
 
-def train_steps(path: str, steps: int, output_dir: str) -> dict:
+def train_steps(path: str, steps: int, output_dir: str, streaming: bool = False) -> dict:
     """`train()` the default model for `steps` steps on the corpus (preparation included)."""
     import datasets
 
@@ -110,7 +113,8 @@ def train_steps(path: str, steps: int, output_dir: str) -> dict:
 
     datasets.disable_progress_bars()
     start = time.perf_counter()
-    run = train(TrainConfig(data=path, max_steps=steps, progress=False, log_steps=1), output_dir=output_dir)
+    config = TrainConfig(data=path, max_steps=steps, progress=False, log_steps=1, streaming=streaming)
+    run = train(config, output_dir=output_dir)
     records = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     return {
         "steps": records[-1]["step"],
@@ -131,17 +135,37 @@ def run_worker(args: list[str], cache: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def print_preparation(report: dict) -> None:
+    """One size's preparation figures, as a row of the table."""
+    stages, size = report["stages"], report["size"]
+    wall = sum(stage["wall_s"] for stage in stages.values())
+    cpu = sum(stage["cpu_s"] for stage in stages.values())
+    report.update(prepare_sentences_per_second=size / wall)
+    report.update(tokenize_sentences_per_second=size / stages["tokenize"]["wall_s"])
+    print(
+        f"{size:>10} {stages['load']['wall_s']:>7.1f} {stages['vocabulary']['wall_s']:>7.1f} "
+        f"{stages['tokenize']['wall_s']:>10.1f} {cpu:>6.1f} {report['prepare_sentences_per_second']:>11.0f} "
+        f"{report['tokenize_sentences_per_second']:>15.0f} {report['peak_rss_gib']:>12.2f} "
+        f"{report['bytes_per_token']:>11.2f} {report['load_average']:>8.1f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
     parser.add_argument("--sizes", default="50000,500000,5000000", help="comma-separated line counts")
     parser.add_argument("--train-steps", type=int, default=0, help="also train this many steps per size")
+    parser.add_argument("--streaming", action="store_true", help="train with --streaming (no preparation)")
     parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # prepare PATH | train PATH STEPS DIR
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        report = prepare(*rest) if kind == "prepare" else train_steps(rest[0], int(rest[1]), rest[2])
+        if kind == "prepare":
+            report = prepare(*rest)
+        else:
+            report = train_steps(rest[0], int(rest[1]), rest[2], streaming=rest[3:] == ["streaming"])
         print(json.dumps(report))
         return
     source = Path(args.data_dir) / "ptb" / "train.txt"
@@ -155,30 +179,24 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench_data_scale_") as folder:
             path = Path(folder) / "corpus.txt"
             write_corpus(source, size, path)
-            report = run_worker(["--worker", "prepare", str(path)], Path(folder) / "cache")
-            report.update(size=size, load_average=os.getloadavg()[0])
+            report = {"size": size, "streaming": args.streaming}
+            if not args.streaming:
+                report.update(run_worker(["--worker", "prepare", str(path)], Path(folder) / "cache"))
+            report.update(load_average=os.getloadavg()[0])
             if args.train_steps:
                 run_dir = str(Path(folder) / "run")
                 command = ["--worker", "train", str(path), str(args.train_steps), run_dir]
+                command += ["streaming"] if args.streaming else []
                 report["train"] = run_worker(command, Path(folder) / "cache-train")
-        stages = report["stages"]
-        wall = sum(stage["wall_s"] for stage in stages.values())
-        cpu = sum(stage["cpu_s"] for stage in stages.values())
-        report.update(prepare_sentences_per_second=size / wall)
-        report.update(tokenize_sentences_per_second=size / stages["tokenize"]["wall_s"])
         results.append(report)
-        print(
-            f"{size:>10} {stages['load']['wall_s']:>7.1f} {stages['vocabulary']['wall_s']:>7.1f} "
-            f"{stages['tokenize']['wall_s']:>10.1f} {cpu:>6.1f} {report['prepare_sentences_per_second']:>11.0f} "
-            f"{report['tokenize_sentences_per_second']:>15.0f} {report['peak_rss_gib']:>12.2f} "
-            f"{report['bytes_per_token']:>11.2f} {report['load_average']:>8.1f}",
-            flush=True,
-        )
+        if not args.streaming:
+            print_preparation(report)
         if "train" in report:
             trained = report["train"]
             print(
-                f"{'':>10} train(): {trained['steps']} steps, loss {trained['last_loss']:.1f}, "
-                f"{trained['seconds']:.0f} s in all (preparation included), peak RSS {trained['peak_rss_gib']:.2f} GiB",
+                f"{size if args.streaming else '':>10} train({'streaming' if args.streaming else ''}): "
+                f"{trained['steps']} steps, loss {trained['last_loss']:.1f}, {trained['seconds']:.0f} s in all "
+                f"(preparation included), peak RSS {trained['peak_rss_gib']:.2f} GiB",
                 flush=True,
             )
         if args.json:  # after every size, so that a long run interrupted keeps what it measured

@@ -8,7 +8,8 @@ so one launch runs them all, in this order:
 2. train it to `stop_steps` in `stopped`, copy that run to `stopped_copy` (for the test to resume in one
    process), resume it here to `max_steps`;
 3. resume the one-process run `resume_single` (of `config2`) here, to its end;
-4. evaluate the run of step 2 on `corpus`, saving the results in the run folder.
+4. evaluate the run of step 2 on `corpus`, saving the results in the run folder;
+5. train `config` with streaming to `max_steps` in `streaming`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(spec_path: str) -> None:
     train(None, resume=stopped, overrides={"max_steps": spec["max_steps"]})
     train(None, resume=spec["resume_single"])
     evaluate_run(stopped, data=spec["corpus"], **spec["evaluate"])
+    streamed = {**config.to_dict(), "streaming": True, "max_steps": spec["max_steps"]}
+    train(TrainConfig(**streamed), output_dir=spec["streaming"])
     assert distributed.world_size() == int(os.environ["WORLD_SIZE"])  # one group served every call
 
 

@@ -258,6 +258,8 @@ def runs(tmp_path_factory) -> dict:
     one = train(TrainConfig(**{**config.to_dict(), "max_steps": MAX_STEPS}), output_dir=folder / "one")
     one2 = train(config2, output_dir=folder / "one2")
     single = train(TrainConfig(**{**config2.to_dict(), "max_steps": 1}), output_dir=folder / "single")
+    streamed = {**config.to_dict(), "streaming": True, "max_steps": MAX_STEPS}
+    one_streaming = train(TrainConfig(**streamed), output_dir=folder / "one_streaming")
     spec = {
         "config": config.to_dict(),
         "whole": str(folder / "two"),
@@ -268,10 +270,18 @@ def runs(tmp_path_factory) -> dict:
         "resume_single": str(single),
         "corpus": str(corpus),
         "evaluate": EVALUATE,
+        "streaming": str(folder / "two_streaming"),
     }
     (folder / "spec.json").write_text(json.dumps(spec))
     torchrun("tests/distributed_worker.py", str(folder / "spec.json"))
-    return {"folder": folder, "corpus": corpus, "one": one, "one2": one2, **spec}
+    return {
+        "folder": folder,
+        "corpus": corpus,
+        "one": one,
+        "one2": one2,
+        "one_streaming": one_streaming,
+        **spec,
+    }
 
 
 def test_two_processes_train_the_weights_of_one(runs):
@@ -288,6 +298,16 @@ def test_two_processes_train_the_weights_of_one(runs):
         [{k: v for k, v in r.items() if k != "seconds"} for r in expected],
         [{k: v for k, v in r.items() if k != "seconds"} for r in records],
     )
+
+
+def test_two_processes_reading_one_stream_train_the_weights_of_one(runs):
+    """With --streaming every process reads the same stream and takes its share of each global batch."""
+    one, two = runs["one_streaming"], Path(runs["streaming"])
+    step = f"checkpoint-{MAX_STEPS}"
+    assert largest_difference(weights(one / step), weights(two / step)) < 1e-5
+    assert_records_close(figures(one), figures(two))
+    state = json.loads((two / step / "trainer_state.json").read_text())
+    assert state["epoch"] == 1 and state["stream_position"] == [0, MAX_STEPS - 10]  # one pool of 10 batches
 
 
 @pytest.mark.slow  # a second launch of 2 processes: ~30 s here

@@ -43,12 +43,14 @@ __all__ = [  # reading corpora lives in corpora.py, the token storage in token_s
     "TokenizedSplit",
     "check_text_file",
     "collate",
+    "encode_sentences",
     "iter_texts",
     "load_corpus",
     "pad_batch",
     "read_sentence_file",
     "resolve_data_dir",
     "tokenize_corpus",
+    "warn_overlong",
 ]
 logger = logging.getLogger(__name__)
 
@@ -97,35 +99,54 @@ def tokenize_corpus(
 
 def _tokenize_split(split: str, dataset, tokenizers: tuple, max_length: int | None, overlong: str):
     """One split of `tokenize_corpus`; tokenizers: (tokenizer, encoder tokenizer or None, its WordLookup)."""
-    tokenizer, encoder_tokenizer, lookup = tokenizers
     parts, overlong_count = [], 0
     with tqdm(
         total=len(dataset), desc=f"tokenizing {split}", unit="sent", disable=are_progress_bars_disabled()
     ) as progress:
         for start in range(0, len(dataset), TEXT_BATCH_SIZE):
             texts = arrow_table(dataset, ["text"], start, start + TEXT_BATCH_SIZE).column("text")
-            ids, lengths = encode_texts(tokenizer, texts, lookup)
-            encoder = None
-            if encoder_tokenizer is not None:
-                encoded = encoder_tokenizer(texts.to_pylist(), truncation=True)["input_ids"]
-                encoder = flatten_ids(encoded)
-            if max_length is not None:
-                ids, lengths, encoder, count = _limit_length(ids, lengths, encoder, max_length, overlong)
-                overlong_count += count
-            parts.append((_add_bos_eos(ids, lengths, tokenizer), encoder))
+            ids, encoder, count = encode_sentences(texts, tokenizers, max_length, overlong)
+            parts.append((ids, encoder))
+            overlong_count += count
             progress.update(len(texts))
             del texts
             pa.default_memory_pool().release_unused()  # what the string kernels freed (see arrow_table)
     if overlong_count:
-        logger.warning(
-            "%s %d of %d %s sentences longer than %d tokens; --max-length / --overlong change this",
-            "truncated" if overlong == "truncate" else "dropped",
-            overlong_count,
-            len(dataset),
-            "training" if split == "train" else split,
-            max_length,
+        warn_overlong(
+            overlong_count, len(dataset), "training" if split == "train" else split, max_length, overlong
         )
     return _tokenized_dataset(parts)
+
+
+def warn_overlong(count: int, total: int, what: str, max_length: int, overlong: str) -> None:
+    """The warning that counts the sentences of a split that `max_length` truncated or dropped."""
+    logger.warning(
+        "%s %d of %d %s sentences longer than %d tokens; --max-length / --overlong change this",
+        "truncated" if overlong == "truncate" else "dropped",
+        count,
+        total,
+        what,
+        max_length,
+    )
+
+
+def encode_sentences(texts, tokenizers: tuple, max_length: int | None, overlong: str):
+    """One batch of texts (a list or an Arrow string array) -> ((ids, lengths), encoder (ids, lengths) or
+    None, how many were longer than `max_length`).
+
+    ids are `[BOS] + words + [EOS]` of every kept sentence, flat (W,) int32, with their (N,) lengths;
+    tokenizers: (tokenizer, encoder tokenizer or None, the tokenizer's `WordLookup` or None).
+    """
+    tokenizer, encoder_tokenizer, lookup = tokenizers
+    ids, lengths = encode_texts(tokenizer, texts, lookup)
+    encoder = None
+    if encoder_tokenizer is not None:
+        plain = texts if isinstance(texts, list) else texts.to_pylist()
+        encoder = flatten_ids(encoder_tokenizer(plain, truncation=True)["input_ids"])
+    count = 0
+    if max_length is not None:
+        ids, lengths, encoder, count = _limit_length(ids, lengths, encoder, max_length, overlong)
+    return _add_bos_eos(ids, lengths, tokenizer), encoder, count
 
 
 def _limit_length(ids, lengths, encoder, max_length: int, overlong: str):

@@ -145,10 +145,19 @@ def _load_for_evaluation(run, data, data_dir, split, text_column, reference_lm, 
     else:
         saved = Path(run) / TRAIN_CONFIG_NAME
         trained = TrainConfig.from_dict(read_json(saved)) if saved.is_file() else None
-        corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
-        if split not in corpus:
-            raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
-        part = datasets.DatasetDict({split: corpus[split]})
+        if trained is not None and trained.streaming and split == "validation":
+            # The validation sentences of its training: the held-out head of the stream, if it had one.
+            from .streaming import split_stream
+
+            where = {"data": str(data), "data_dir": data_dir or trained.data_dir}
+            where["text_column"] = text_column or trained.text_column
+            texts = split_stream(TrainConfig.from_dict({**trained.to_dict(), **where}))[1]
+            part = datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": texts})})
+        else:
+            corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
+            if split not in corpus:
+                raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
+            part = datasets.DatasetDict({split: corpus[split]})
     if limit is not None:
         part[split] = part[split].select(range(min(limit, len(part[split]))))
     logger.info("evaluating %d sentences (%s of %s)", len(part[split]), split, data)

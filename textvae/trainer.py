@@ -30,6 +30,7 @@ from .validation import validate
 
 logger = logging.getLogger(__name__)
 _clock = time.monotonic  # epoch wall time; a test may replace it
+_UNKNOWN_STEPS = 2**62  # the step pretraining ends at, while a streaming run's first epochs run
 
 
 class Trainer(TrainingStepMixin):
@@ -54,10 +55,18 @@ class Trainer(TrainingStepMixin):
         self.forward_model = model  # under DistributedDataParallel once train() starts
         self._generator = torch.Generator(device=self.device)  # the step's draws, reseeded every step
         self._global_batch_size, self._shard_weight = config.batch_size, 1.0  # set for each step
-        self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
-        self.steps_per_epoch = self.sampler.num_batches
-        self.pretrain_steps = self.steps_per_epoch * config.pretrain_epochs
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.stream = data.stream  # with --streaming: the training split, read pool by pool
+        if self.stream is None:
+            self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
+            self.steps_per_epoch = self.sampler.num_batches
+            self.pretrain_steps = self.steps_per_epoch * config.pretrain_epochs
+            self.total_steps = self.steps_per_epoch * config.epochs
+        else:  # the steps of an epoch are known once its first pass ends
+            self.sampler, self.steps_per_epoch = None, None
+            # Pretraining ends with an epoch, at a step known then (state["pretrain_steps"]).
+            self.pretrain_steps = _UNKNOWN_STEPS if config.pretrain_epochs else 0
+            # Schedules over the whole run take --max-steps as its length (TrainConfig checks it is given).
+            self.total_steps = config.max_steps or 0
         if config.pretrain_epochs and model.config.decoder_type == "hf":
             raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
@@ -92,6 +101,8 @@ class Trainer(TrainingStepMixin):
         if 0 < self.config.pretrain_epochs <= ckpt.read_json(checkpoint / ckpt.TRAINER_STATE_NAME)["epoch"]:
             self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
         self.state, extra = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        if self.stream is not None and "pretrain_steps" in self.state:
+            self.pretrain_steps = self.state["pretrain_steps"]
         if self.controller is not None:
             if not (extra or {}).get("controller"):
                 raise ValueError(
@@ -139,17 +150,17 @@ class Trainer(TrainingStepMixin):
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False when max_steps stopped it early."""
         config, state = self.config, self.state
-        self.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
         self.model.train()
+        batches, total = self._epoch_batches()
         bar = tqdm(
-            self.sampler,
-            total=len(self.sampler),
+            batches,
+            total=total,
             desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
             disable=not config.progress or not self.is_main,
             leave=False,
         )
-        for indices in bar:
-            metrics = self._train_step(self._shard_batch(indices))
+        for split, indices in bar:
+            metrics = self._train_step(self._shard_batch(indices, split))
             state["step"] += 1
             state["batch_in_epoch"] += 1
             bar.set_postfix(
@@ -177,6 +188,29 @@ class Trainer(TrainingStepMixin):
                 self._checkpoint()
         return True
 
+    def _epoch_batches(self) -> tuple:
+        """((split, global batch indices) for the rest of the current epoch, their number or None)."""
+        state = self.state
+        if self.stream is None:
+            self.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+            return ((self.data.train, indices) for indices in self.sampler), len(self.sampler)
+        known = state.get("stream_epoch_steps")  # the first epoch's: later ones hold about as many
+        return self._stream_batches(), known - state["batch_in_epoch"] if known else None
+
+    def _stream_batches(self):
+        """The stream's batches from the checkpointed position; each sets the position after it, which the
+        checkpoint after its step records."""
+        state = self.state
+        position = tuple(state.get("stream_position", (0, 0)))
+        for split, indices, after in self.stream.batches(state["epoch"], position):
+            state["stream_position"] = list(after)
+            yield split, indices
+        if state["batch_in_epoch"] == 0:
+            raise ValueError(
+                f"epoch {state['epoch'] + 1} read no training batch from the stream of {self.config.data}: "
+                f"it is empty, or --overlong drop dropped every sentence"
+            )
+
     def _end_epoch(self, seconds: float) -> bool:
         """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
         config, state = self.config, self.state
@@ -190,10 +224,15 @@ class Trainer(TrainingStepMixin):
             self.plot_each_epoch = write_training_plots(self.run_dir)
         if config.lr_scheduler == "plateau" and self._target_reached():
             self.scheduler.step(metrics["neg_elbo"])
+        if self.stream is not None:
+            state.setdefault("stream_epoch_steps", state["batch_in_epoch"])
+            state["stream_position"] = [0, 0]
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
         state["epoch_seconds"] = 0.0
         if config.pretrain_epochs and state["epoch"] == config.pretrain_epochs:
+            if self.stream is not None:
+                self.pretrain_steps = state["pretrain_steps"] = state["step"]
             self._start_vae_phase()
             state["best_neg_elbo"], state["epochs_without_improvement"] = None, 0
         patience = config.early_stopping_patience

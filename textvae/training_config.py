@@ -46,6 +46,21 @@ class TrainConfig:
     validation_fraction: float = _option(
         0.05, "share of train cut off as validation when the corpus has none"
     )
+    streaming: bool = _option(
+        False,
+        "read the training split as a stream (datasets' streaming=True; Hub ids, text / CSV / TSV / JSONL "
+        "files and folders), never whole in memory: shuffled in a buffer each epoch, tokenized and "
+        "length-bucketed in pools of batch_size x 100 sentences. The tokenizer is trained on the first "
+        "--streaming-vocab-sentences training sentences; validation is the corpus's validation split, else "
+        "the first min(validation_fraction x N, 10000) sentences of the stream (N its size), never trained "
+        "on. Steps per epoch are unknown: cyclical KL and cosine LR need --max-steps",
+    )
+    streaming_vocab_sentences: int = _option(
+        1_000_000, "streaming: the tokenizer is trained on this many sentences from the stream's start"
+    )
+    streaming_buffer_size: int = _option(
+        100_000, "streaming: sentences in the shuffle buffer (IterableDataset.shuffle's buffer_size)"
+    )
     encoding_errors: str = _option(
         "strict", "what to do with bytes that are not UTF-8: strict (error), replace or ignore"
     )
@@ -181,6 +196,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         positive = ("epochs", "batch_size", "kl_cycles", "keep_checkpoints", "log_steps", "min_frequency")
+        positive += ("streaming_vocab_sentences", "streaming_buffer_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -225,8 +241,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.streaming and self.max_steps is None and self.schedule_needs_total_steps():
+            what = "lr_scheduler cosine" if self.lr_scheduler == "cosine" else "kl_schedule cyclical"
+            raise ValueError(
+                f"{what} needs the total number of steps, which a stream does not know before its first pass "
+                f"ends: with streaming, give max_steps (--max-steps), or use another schedule"
+            )
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of architecture options, got {self.model!r}")
+
+    def schedule_needs_total_steps(self) -> bool:
+        """Whether the KL or learning-rate schedule is laid out over the whole run's steps."""
+        return self.lr_scheduler == "cosine" or (self.kl_schedule == "cyclical" and self.target_kl is None)
 
     def corpus_options(self) -> dict[str, Any]:
         """The `load_corpus` options that decide which sentences land in each split."""

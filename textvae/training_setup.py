@@ -21,12 +21,17 @@ from .training_config import TrainConfig
 
 @dataclass
 class PreparedData:
-    """Tokenized splits and the tokenizer(s) a run trains with."""
+    """Tokenized splits and the tokenizer(s) a run trains with.
+
+    stream: with `--streaming`, the training split as a `streaming.TrainingStream`, which the trainer
+    reads instead of `train` (then only a sample of the training split, for fitting the prior).
+    """
 
     tokenizer: object
     encoder_tokenizer: object | None
     train: TokenizedSplit
     validation: TokenizedSplit
+    stream: object | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,9 +40,9 @@ def resolve_device(name: str) -> torch.device:
     return distributed.process_device(name)
 
 
-def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
-    """Load and tokenize the corpus; train the tokenizer on the training split unless one is given."""
-    corpus = load_corpus(config.data, data_dir=config.data_dir, **config.corpus_options())
+def load_backbone_tokenizers(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> tuple:
+    """(tokenizer, encoder tokenizer): those given, else a pretrained (hf) decoder's and encoder's own;
+    None for a tokenizer still to be trained (the decoder's) or not needed (the encoder's)."""
     model_options = config.model
     if tokenizer is None and model_options.get("decoder_type") == "hf":
         from .backbones import load_backbone_tokenizer
@@ -47,6 +52,20 @@ def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) ->
         from .backbones import load_backbone_tokenizer
 
         encoder_tokenizer = load_backbone_tokenizer(model_options.get("encoder_name_or_path"))
+    return tokenizer, encoder_tokenizer
+
+
+def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
+    """Load and tokenize the corpus; train the tokenizer on the training split unless one is given.
+
+    With `config.streaming` the training split is a stream instead (`streaming.prepare_stream_data`).
+    """
+    if config.streaming:
+        from .streaming import prepare_stream_data
+
+        return prepare_stream_data(config, tokenizer, encoder_tokenizer)
+    corpus = load_corpus(config.data, data_dir=config.data_dir, **config.corpus_options())
+    tokenizer, encoder_tokenizer = load_backbone_tokenizers(config, tokenizer, encoder_tokenizer)
     if tokenizer is None:
         # Texts read as Arrow in large batches: iterating corpus["train"]["text"] takes ~75 s a million rows.
         texts = (text for batch in iter_texts(corpus["train"]) for text in batch)

@@ -45,8 +45,11 @@ class TrainingStepMixin:
             return self.controller.beta
         return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
 
-    def _shard_batch(self, indices: list[int]) -> dict:
+    def _shard_batch(self, indices: list[int], split=None) -> dict:
         """This process's share of a global batch, moved to the device, with the step's random draws.
+
+        indices: the global batch's sentences in `split` (default: the training split; with streaming,
+        the current pool).
 
         The draws (z's noise eps, the word dropout draws) are made for the whole global batch from a
         generator seeded by (seed, step), and each process keeps the rows of its sentences: N processes
@@ -60,10 +63,9 @@ class TrainingStepMixin:
         self._global_batch_size, self._shard_weight = count, 1.0
         if start == stop:
             start, stop, self._shard_weight = 0, 1, 0.0
+        split = self.data.train if split is None else split
         pad_ids = (self.model.config.pad_token_id, self.encoder_pad_id)
-        batch = {
-            k: v.to(self.device) for k, v in collate(self.data.train, indices[start:stop], *pad_ids).items()
-        }
+        batch = {k: v.to(self.device) for k, v in collate(split, indices[start:stop], *pad_ids).items()}
         generator = self._generator.manual_seed(
             derived_seed(self.config.seed, self.state["step"], STEP_DRAWS)
         )
@@ -71,7 +73,7 @@ class TrainingStepMixin:
             eps = torch.randn((count, self.model.config.latent_dim), generator=generator, device=self.device)
             batch["eps"] = eps[start:stop]  # (B, Z)
         if self.config.word_dropout > 0:
-            longest = int(self.sampler.lengths[indices].max())
+            longest = int(split.lengths[indices].max())
             draws = torch.rand((count, longest - 1), generator=generator, device=self.device)
             batch["word_dropout_draws"] = draws[start:stop]  # (B, T - 1) of the global batch's T
         return batch
