@@ -403,6 +403,7 @@ def test_resume_is_bit_exact_on_real_text_where_it_used_to_drift(tmp_path):
 def test_a_second_trainer_on_the_same_run_is_refused_before_it_touches_anything(tmp_path, corpus_file):
     config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 1})
     run = train(config, output_dir=tmp_path / "run")
+
     def files():  # the lock file aside: the stand-in for the other trainer below writes its pid there
         return {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.name != ".lock"}
 
