@@ -420,3 +420,28 @@ def test_a_second_trainer_on_the_same_run_is_refused_before_it_touches_anything(
     with pytest.raises(ValueError, match="not a textvae run folder"):
         train(config, output_dir=other, overwrite=True)
     assert [path.name for path in other.iterdir()] == ["config.json"]
+
+
+def test_logged_train_figures_are_means_over_the_log_interval(tmp_path, corpus_file):
+    def train_records(log_steps: int, name: str) -> dict:
+        # 114 training sentences (120 less the 5% validation) in 6 batches of 19: every batch is full.
+        options = {**TINY_TRAIN, "epochs": 1, "log_steps": log_steps, "batch_size": 19}
+        run = train(TrainConfig(data=str(corpus_file), **options), output_dir=tmp_path / name)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r for r in records if r["split"] == "train"}
+
+    every_step, every_third = train_records(1, "each"), train_records(3, "third")
+    assert sorted(every_third) == [3, 6]
+    for step in (3, 6):  # equal batches: the mean over sentences is the mean over steps
+        for key in ("rec", "kl", "loss"):
+            mean = sum(every_step[s][key] for s in range(step - 2, step + 1)) / 3
+            assert every_third[step][key] == pytest.approx(mean, rel=1e-6)
+        assert every_third[step]["kl_weight"] == every_step[step]["kl_weight"]  # the step's own
+
+
+def test_a_run_stopped_before_its_first_validation_holds_its_latest_weights(tmp_path, corpus_file):
+    options = {**TINY_TRAIN, "max_steps": 3}
+    run = train(TrainConfig(data=str(corpus_file), **options), output_dir=tmp_path / "run")
+    saved = load_file(str(run / "model.safetensors"))
+    latest = load_file(str(checkpoint_folders(run)[-1] / "model.safetensors"))
+    assert saved.keys() == latest.keys() and all(torch.equal(saved[k], latest[k]) for k in saved)

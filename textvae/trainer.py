@@ -31,6 +31,8 @@ from .validation import validate
 logger = logging.getLogger(__name__)
 _clock = time.monotonic  # epoch wall time; a test may replace it
 _UNKNOWN_STEPS = 2**62  # the step pretraining ends at, while a streaming run's first epochs run
+# Train figures logged as means over the log interval (`Trainer._sum_for_log`).
+_AVERAGED_FIGURES = ("loss", "rec", "kl", "bow")
 
 
 class Trainer(TrainingStepMixin):
@@ -169,6 +171,7 @@ class Trainer(TrainingStepMixin):
                 + (f"/{metrics['kl_target']:.1f}" if "kl_target" in metrics else ""),
                 beta=f"{metrics['kl_weight']:.3f}",
             )
+            averaged = self._sum_for_log(metrics)
             if state["step"] % config.log_steps == 0:
                 self._log(
                     {
@@ -177,8 +180,10 @@ class Trainer(TrainingStepMixin):
                         "split": "train",
                         "lr": self.optimizer.param_groups[0]["lr"],
                         **metrics,
+                        **averaged,
                     }
                 )
+                state["log_sums"] = {}
             if config.max_steps is not None and state["step"] >= config.max_steps:
                 self._checkpoint()
                 return False
@@ -288,6 +293,22 @@ class Trainer(TrainingStepMixin):
         """False while a KL target is still to be reached (warming up, or the KL still rising to it)."""
         return self.controller is None or self.controller.reached
 
+    def _sum_for_log(self, metrics: dict) -> dict:
+        """Add a step's figures to the sums since the last logged step; return their per-sentence means.
+
+        The logged rec, KL, loss (and bag-of-words loss) are means over every sentence since the last log,
+        as transformers logs its loss: one length-bucketed batch alone swings from a few nats (a batch of
+        short sentences) to hundreds. The sums live in the trainer state, so a resumed run logs what an
+        uninterrupted one does. The KL weight, target and learning rate are the step's own.
+        """
+        sums = self.state.setdefault("log_sums", {})
+        size = self._global_batch_size
+        sums["sentences"] = sums.get("sentences", 0) + size
+        for key in _AVERAGED_FIGURES:
+            if key in metrics:
+                sums[key] = sums.get(key, 0.0) + metrics[key] * size
+        return {key: sums[key] / sums["sentences"] for key in _AVERAGED_FIGURES if key in sums}
+
     def _checkpoint(self) -> None:
         self._last_save = now = _clock()
         if not self.is_main:  # the state is the same on every process: the main one saves it
@@ -295,6 +316,10 @@ class Trainer(TrainingStepMixin):
         if self.state["batch_in_epoch"]:
             self.state["epoch_seconds"] = now - self._epoch_started
         extra = {"controller": self.controller.state_dict()} if self.controller is not None else None
+        if self.state["best_neg_elbo"] is None:
+            # No validated model yet (the first epoch, or --max-steps before its end): the run folder's
+            # model is the latest weights, so that sampling from a run in progress is never from noise.
+            ckpt.save_model(self.run_dir, self.model)
         ckpt.save_checkpoint(
             self.run_dir,
             self.model,
