@@ -12,7 +12,7 @@ ends included) with each decoding setting, and prints for each:
     python scripts/bench_decoding.py runs/ptb_table/rate_30 --file ../shared/data/ptb/valid.txt --json out.json
 
 The settings: greedy and beam search (5 beams), each plain, with --no-repeat-ngram-size 3 and with
---repetition-penalty 1.2. The pipeline's defaults for `reconstruct` and `interpolate` are chosen from
+--repetition-penalty 1.2; and greedy with --no-repeat-ngram-size 2. The pipeline's defaults for `reconstruct` and `interpolate` are chosen from
 this table (README, "Decoding").
 """
 
@@ -33,6 +33,7 @@ from textvae.tokenization import decode_ids
 
 SETTINGS = {
     "greedy": dict(strategy="greedy"),
+    "greedy no-repeat-2": dict(strategy="greedy", no_repeat_ngram_size=2),
     "greedy no-repeat-3": dict(strategy="greedy", no_repeat_ngram_size=3),
     "greedy penalty-1.2": dict(strategy="greedy", repetition_penalty=1.2),
     "beam-5": dict(strategy="beam", beam_size=5),

@@ -37,7 +37,7 @@ def test_encode_shapes_and_determinism(pipeline):
 def test_decode_matches_reconstruct_from_the_mean(pipeline):
     sentences = ["the cat sat on the mat", "a big dog"]
     mu, _ = pipeline.encode(sentences)
-    assert pipeline.reconstruct(sentences) == pipeline.decode(mu)
+    assert pipeline.reconstruct(sentences, strategy="greedy", no_repeat_ngram_size=0) == pipeline.decode(mu)
     assert len(pipeline.reconstruct(sentences, strategy="beam", beam_size=3)) == 2
     assert pipeline.reconstruct(sentences, strategy="sample", seed=1) == pipeline.reconstruct(
         sentences, strategy="sample", seed=1
@@ -110,3 +110,19 @@ def test_bad_repetition_controls_are_named(pipeline, bad):
         pipeline.sample(2, **bad)
     with pytest.raises(ValueError, match=next(iter(bad))):
         pipeline.decode(torch.zeros(1, 4), **bad)
+
+
+def test_reconstruct_and_interpolate_default_to_what_measured_best(trained_run):
+    from textvae import explorer, pipeline
+
+    vae = pipeline.TextVAEPipeline.from_pretrained(trained_run)
+    sentences = ["the cat sat on the mat", "a dog ran under the rug"]
+    measured_best = dict(strategy="beam", beam_size=5, no_repeat_ngram_size=3)
+    assert vae.reconstruct(sentences) == vae.reconstruct(sentences, **measured_best)
+    assert vae.interpolate(*sentences, steps=4) == vae.interpolate(*sentences, steps=4, **measured_best)
+    assert vae.interpolation_path(*sentences)["strategy"] == "beam"
+    # The explorer (which must not import torch) repeats the defaults: they must agree.
+    assert (explorer.DEFAULT_STRATEGY, explorer.DEFAULT_NO_REPEAT_NGRAM_SIZE) == (
+        pipeline.DEFAULT_STRATEGY,
+        pipeline.DEFAULT_NO_REPEAT_NGRAM_SIZE,
+    )

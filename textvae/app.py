@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from .explorer import (
+    DEFAULT_STRATEGY,
     NEIGHBOUR_HEADERS,
     PATH_HEADERS,
     POINT_HEADERS,
@@ -95,7 +96,7 @@ def _sample_tab(gr, explorer: Explorer) -> None:
 def _reconstruct_tab(gr, explorer: Explorer) -> None:
     text = gr.Textbox(lines=4, label="sentences, one per line", elem_id="reconstruct-input")
     with gr.Row():
-        strategy = gr.Radio(["greedy", "beam", "sample"], value="greedy", label="decoding")
+        strategy = gr.Radio(["greedy", "beam", "sample"], value=DEFAULT_STRATEGY, label="decoding")
         beam_size = gr.Slider(1, explorer.limits.max_beam_size, value=5, step=1, label="beam size")
         seed = gr.Number(0, precision=0, label="seed (sampling)")
     button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-run")
@@ -189,7 +190,7 @@ def _map_tab(gr, explorer: Explorer) -> None:
     )
     with gr.Row():
         sentence = gr.Textbox(label="selected sentence", elem_id="map-sentence")
-        reconstruction = gr.Textbox(label="its reconstruction (greedy, from the posterior mean)")
+        reconstruction = gr.Textbox(label="its reconstruction (from the posterior mean)")
 
     def recolour(by):
         return gr.ScatterPlot(color=by, tooltip=["sentence", by])

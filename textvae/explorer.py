@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .run_files import CONFIG_NAME, TRAIN_CONFIG_NAME, read_json
 
+# The pipeline's defaults (pipeline.py imports torch, so they are repeated here and checked by a test).
+DEFAULT_STRATEGY, DEFAULT_NO_REPEAT_NGRAM_SIZE = "beam", 3
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_HEADERS = ["#", "sentence"]
@@ -172,7 +175,7 @@ class Explorer:
             sentences = self.pipeline.sample(n, temperature, top_k, top_p, seed, prior=prior)
         return [[index, sentence] for index, sentence in enumerate(sentences, 1)]
 
-    def reconstruct(self, text, strategy="greedy", beam_size=5, seed=None) -> list[list]:
+    def reconstruct(self, text, strategy=DEFAULT_STRATEGY, beam_size=5, seed=None) -> list[list]:
         """Reconstruct tab: each line of `text` beside the sentence decoded from its posterior mean."""
         sentences = self._lines(text, "sentences", self.limits.max_sentences)
         beam_size = self._beam(strategy, beam_size)
@@ -261,7 +264,13 @@ class Explorer:
         point = _whole(point, "point", 0, len(self.points) - 1)
         sentence = self.points[point]["sentence"]
         with self._lock:
-            return sentence, self.pipeline.decode(self.corpus_mu[point : point + 1])[0]
+            # As `reconstruct` decodes by default (from the cached posterior mean).
+            decoded = self.pipeline.decode(
+                self.corpus_mu[point : point + 1],
+                DEFAULT_STRATEGY,
+                no_repeat_ngram_size=DEFAULT_NO_REPEAT_NGRAM_SIZE,
+            )
+            return sentence, decoded[0]
 
     def training(self) -> tuple[dict, dict]:
         """Training tab: `({file name: Figure}, {"model": config, "training": train config})`; the figures

@@ -150,7 +150,9 @@ def add_decoding_options(
         "--strategy",
         choices=("greedy", "beam", "sample"),
         default=default_strategy,
-        help=f"decoding strategy (default: {default_strategy or 'the pipeline default, see README'})",
+        help="decoding strategy (default: "
+        + (default_strategy or "beam, with no repeated 3-gram unless --no-repeat-ngram-size says otherwise")
+        + ")",
     )
     parser.add_argument(
         "--beam-size",
@@ -161,6 +163,33 @@ def add_decoding_options(
     )
     add_max_length_option(parser, metavar)
     add_seed_option(parser, None, seed_purpose)
+
+
+def add_repetition_options(parser) -> None:
+    """--no-repeat-ngram-size and --repetition-penalty, with the meaning they have in transformers."""
+    parser.add_argument(
+        "--no-repeat-ngram-size",
+        type=non_negative_int,
+        default=None,
+        help="never repeat an n-gram of this size in one sentence, as in transformers' generate (0: off; "
+        "default: the pipeline's, see README)",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=positive_float,
+        default=None,
+        help="divide the logit of every token already in the sentence by this (CTRL; 1.0: off; default: "
+        "the pipeline's)",
+    )
+
+
+def repetition_options(args) -> dict:
+    """The repetition options the user gave (the pipeline's defaults stand for the others)."""
+    options = {
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "repetition_penalty": args.repetition_penalty,
+    }
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def decoding_options(args) -> dict:

@@ -11,6 +11,7 @@ from .common import (
     add_device_option,
     add_json_option,
     add_max_length_option,
+    add_repetition_options,
     add_run_argument,
     add_seed_option,
     add_sentence_input,
@@ -22,39 +23,14 @@ from .common import (
     positive_int,
     probability,
     read_sentences,
+    repetition_options,
 )
-
-
-def _add_repetition_options(parser) -> None:
-    parser.add_argument(
-        "--no-repeat-ngram-size",
-        type=non_negative_int,
-        default=None,
-        help="never repeat an n-gram of this size in one sentence, as in transformers' generate (0: off; "
-        "default: the pipeline's, see README)",
-    )
-    parser.add_argument(
-        "--repetition-penalty",
-        type=positive_float,
-        default=None,
-        help="divide the logit of every token already in the sentence by this (CTRL; 1.0: off; default: "
-        "the pipeline's)",
-    )
 
 
 def _add_decoding_options(parser) -> None:
     add_decoding_options(parser, None, "for sampling")
-    _add_repetition_options(parser)
+    add_repetition_options(parser)
     add_device_option(parser)
-
-
-def _repetition(args) -> dict:
-    """The repetition options the user gave (the pipeline's defaults stand for the others)."""
-    options = {
-        "no_repeat_ngram_size": args.no_repeat_ngram_size,
-        "repetition_penalty": args.repetition_penalty,
-    }
-    return {name: value for name, value in options.items() if value is not None}
 
 
 def add_parsers(commands) -> None:
@@ -99,7 +75,7 @@ def _add_sample_parser(commands) -> None:
     )
     add_max_length_option(sample)
     add_seed_option(sample, None)
-    _add_repetition_options(sample)
+    add_repetition_options(sample)
     add_device_option(sample)
     sample.set_defaults(handler=run_sample)
 
@@ -149,13 +125,13 @@ def run_sample(args) -> None:
         "greedy" if args.greedy else "sample",
         args.max_length,
         prior=args.prior,
-        **_repetition(args),
+        **repetition_options(args),
     ):
         print(line)
 
 
 def _decoding(args) -> dict:
-    return {**decoding_options(args), **_repetition(args)}
+    return {**decoding_options(args), **repetition_options(args)}
 
 
 def run_reconstruct(args) -> None:

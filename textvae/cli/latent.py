@@ -8,6 +8,7 @@ from .common import (
     add_decoding_options,
     add_device_option,
     add_json_option,
+    add_repetition_options,
     add_run_argument,
     add_sentence_input,
     decoding_options,
@@ -17,12 +18,14 @@ from .common import (
     read_file,
     read_labelled_file,
     read_sentences,
+    repetition_options,
     sentence_file,
 )
 
 
 def _add_decoding_options(parser) -> None:
-    add_decoding_options(parser, "greedy", "for --strategy sample", metavar="N")
+    add_decoding_options(parser, None, "for --strategy sample", metavar="N")
+    add_repetition_options(parser)
     add_device_option(parser)
 
 
@@ -181,7 +184,13 @@ def run_transfer(args) -> None:
     sentences = read_sentences(args)
     source, target = _transfer_groups(args)
     outputs = load_pipeline(args).transfer(
-        sentences, source, target, strength=args.strength, seed=args.seed, **decoding_options(args)
+        sentences,
+        source,
+        target,
+        strength=args.strength,
+        seed=args.seed,
+        **decoding_options(args),
+        **repetition_options(args),
     )
     if args.json:
         rows = [
@@ -195,7 +204,8 @@ def run_transfer(args) -> None:
 
 
 def run_analogy(args) -> None:
-    answer = load_pipeline(args).analogy(args.a, args.b, args.c, seed=args.seed, **decoding_options(args))
+    options = {**decoding_options(args), **repetition_options(args)}
+    answer = load_pipeline(args).analogy(args.a, args.b, args.c, seed=args.seed, **options)
     if args.json:
         print(json.dumps({"a": args.a, "b": args.b, "c": args.c, "answer": answer}, indent=2))
     else:
