@@ -33,9 +33,11 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/textvae train --data $(DEMO_DATA) --output-dir $(DEMO_RUN) --epochs $(DEMO_EPOCHS) $(DEMO_OPTIONS) --overwrite
-	@echo; echo "== five sentences from the model's prior (the mixture fitted to the training sentences' codes)"
-	$(BIN)/textvae sample $(DEMO_RUN) -n 5 --seed 0 --prior aggregate
+	$(BIN)/textvae train --data $(DEMO_DATA) --output-dir $(DEMO_RUN) --epochs $(DEMO_EPOCHS) $(DEMO_OPTIONS) --no-fit-prior --overwrite
+	@echo; echo "== the aggregate prior: a Gaussian mixture fitted to the training sentences' codes"
+	$(BIN)/textvae fit-prior $(DEMO_RUN) --components 1,4,16 --max-train 10000
+	@echo; echo "== five sentences from that prior, each code decoded greedily"
+	$(BIN)/textvae sample $(DEMO_RUN) -n 5 --seed 0 --prior aggregate --greedy
 	@echo; echo "== reconstructions: each sentence, then what the model decodes from its code"
 	$(BIN)/textvae reconstruct $(DEMO_RUN) "the food was delicious and the service was friendly ." "we will definitely be back for the pizza !" "the spicy tuna did n't taste fresh ." --show-input
 	@echo; echo "== interpolation: from one sentence's code to the other's"
