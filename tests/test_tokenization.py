@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from textvae.tokenization import (
     SPECIAL_TOKENS,
+    count_words,
     decode_ids,
     load_tokenizer,
     train_bpe_tokenizer,
@@ -70,3 +73,11 @@ def test_ptb_vocabulary_is_the_standard_one():
     words = {word for line in lines for word in line.split()}
     assert len(words) == 9_999 and "<unk>" in words
     assert set(tokenizer.get_vocab()) == words | {"<pad>", "<bos>", "<eos>"}
+
+
+def test_word_counts_are_those_of_str_split_whatever_the_whitespace():
+    texts = [" the cat  sat \t on\nthe mat ", "", "   ", "d\u00a0e f\u3000g", "naïve café", "a" * 3, "x"] * 3
+    expected = Counter(word for text in texts for word in text.split())
+    assert count_words(texts) == expected
+    assert count_words(iter(texts)) == expected  # any iterable
+    assert count_words([]) == Counter()
