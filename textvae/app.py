@@ -14,8 +14,8 @@ import functools
 import os
 from pathlib import Path
 
+from .decoding import DEFAULT_STRATEGY
 from .explorer import (
-    DEFAULT_STRATEGY,
     NEIGHBOUR_HEADERS,
     PATH_HEADERS,
     POINT_HEADERS,

@@ -15,10 +15,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from .decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY
 from .run_files import CONFIG_NAME, TRAIN_CONFIG_NAME, read_json
-
-# The pipeline's defaults (pipeline.py imports torch, so they are repeated here and checked by a test).
-DEFAULT_STRATEGY, DEFAULT_NO_REPEAT_NGRAM_SIZE = "beam", 3
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import torch
 
 from .checkpointing import load_run
 from .data import TokenizedSplit, pad_batch
+from .decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY, STRATEGIES
 from .generation import beam_search, generate, interpolate_latents, validate_repetition
 from .latent_cache import corpus_latents
 from .latent_probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
@@ -19,15 +20,6 @@ from .priors import load_prior
 from .scoring import score_sentences
 from .text_metrics import token_similarity
 from .tokenization import decode_ids, encode_sentences
-
-STRATEGIES = ("greedy", "beam", "sample")
-# How `reconstruct` and `interpolate` decode unless told otherwise: what measured best on a model that
-# carries its sentences (scripts/bench_decoding.py on `make demo`'s model, 300 yelp_short valid sentences):
-# beam search with 5 beams and no repeated 3-gram, recon BLEU 19.90 and endpoint BLEU 21.31 against greedy
-# decoding's 17.88 and 17.28, with none of the loops ("the taste taste taste ...") that 19% of greedy
-# outputs had; 17 ms a sentence on a CPU.
-DEFAULT_STRATEGY = "beam"
-DEFAULT_NO_REPEAT_NGRAM_SIZE = 3
 
 
 def _generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -226,7 +218,7 @@ class TextVAEPipeline:
         repetition_penalty: float = 1.0,
     ) -> list[str]:
         """Each sentence decoded from its posterior mean; by default with beam search (5 beams) that never
-        repeats a 3-gram, which measured best (see `DEFAULT_STRATEGY`)."""
+        repeats a 3-gram, which measured best (see `textvae.decoding`)."""
         mu, _ = self.encode(sentences)
         return self.decode(
             mu,

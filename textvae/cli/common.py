@@ -165,21 +165,23 @@ def add_decoding_options(
     add_seed_option(parser, None, seed_purpose)
 
 
-def add_repetition_options(parser) -> None:
-    """--no-repeat-ngram-size and --repetition-penalty, with the meaning they have in transformers."""
+def add_repetition_options(parser, no_repeat_default: int) -> None:
+    """--no-repeat-ngram-size and --repetition-penalty, with the meaning they have in transformers.
+
+    Left unset they leave the pipeline's defaults, which `no_repeat_default` states in the help.
+    """
     parser.add_argument(
         "--no-repeat-ngram-size",
         type=non_negative_int,
         default=None,
         help="never repeat an n-gram of this size in one sentence, as in transformers' generate (0: off; "
-        "default: the pipeline's, see README)",
+        f"default: {no_repeat_default})",
     )
     parser.add_argument(
         "--repetition-penalty",
         type=positive_float,
         default=None,
-        help="divide the logit of every token already in the sentence by this (CTRL; 1.0: off; default: "
-        "the pipeline's)",
+        help="divide the logit of every token already in the sentence by this (CTRL; default: 1.0, off)",
     )
 
 

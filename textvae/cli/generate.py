@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE
 from ..run_files import write_text_atomically
 from .common import (
     add_decoding_options,
@@ -29,7 +30,7 @@ from .common import (
 
 def _add_decoding_options(parser) -> None:
     add_decoding_options(parser, None, "for sampling")
-    add_repetition_options(parser)
+    add_repetition_options(parser, DEFAULT_NO_REPEAT_NGRAM_SIZE)
     add_device_option(parser)
 
 
@@ -75,7 +76,7 @@ def _add_sample_parser(commands) -> None:
     )
     add_max_length_option(sample)
     add_seed_option(sample, None)
-    add_repetition_options(sample)
+    add_repetition_options(sample, 0)
     add_device_option(sample)
     sample.set_defaults(handler=run_sample)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE
 from .common import (
     add_decoding_options,
     add_device_option,
@@ -25,7 +26,7 @@ from .common import (
 
 def _add_decoding_options(parser) -> None:
     add_decoding_options(parser, None, "for --strategy sample", metavar="N")
-    add_repetition_options(parser)
+    add_repetition_options(parser, DEFAULT_NO_REPEAT_NGRAM_SIZE)
     add_device_option(parser)
 
 
