@@ -148,10 +148,10 @@ def load_corpus(
     return corpus
 
 
-def _read_source(
-    source: str, data_dir, encoding_errors: str, text_column: str, hub_config
-) -> datasets.DatasetDict:
-    """The splits of `load_corpus`'s source as they are, blank lines included."""
+def resolve_source(source: str, data_dir=None) -> tuple[str, object]:
+    """What kind of corpus `source` names, and where it lies: ("text", {split: path}) for a named corpus,
+    a text file or a folder; ("table", path) for a CSV / TSV / JSONL / JSON file; ("hub", id) for a Hub
+    dataset. Shared by `load_corpus` and the streaming reader; `ValueError` when it names none of these."""
     path = Path(source)
     if source in NAMED_CORPORA:
         folder = resolve_data_dir(data_dir) / source
@@ -162,20 +162,32 @@ def _read_source(
                 f"corpus {source!r} not found: put {info['train']} and {info['validation']} in {folder} "
                 f"({info['source']}), or point --data-dir / ${DATA_DIR_ENV} at the folder that holds {source}/"
             )
-        return _load_text_files(files, encoding_errors)
+        return "text", files
     if path.is_file() and path.suffix.lower() in _TABLE_FORMATS:
-        texts, _ = read_sentence_file(path, text_column=text_column)
-        return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})})
+        return "table", path
     if path.is_file():
-        return _load_text_files({"train": path}, encoding_errors)
+        return "text", {"train": path}
     if path.is_dir():
         files = _split_files(path)
         if "train" not in files:
             raise ValueError(f"corpus folder {path} has no train.txt")
-        return _load_text_files(files, encoding_errors)
+        return "text", files
     if _HUB_ID.match(source) and not source.lower().endswith((".txt", ".text", *_TABLE_FORMATS)):
-        return _load_hub_dataset(source, hub_config, text_column)
+        return "hub", source
     raise ValueError(f"corpus not found: {source} is neither a file, a folder, a named corpus nor a Hub id")
+
+
+def _read_source(
+    source: str, data_dir, encoding_errors: str, text_column: str, hub_config
+) -> datasets.DatasetDict:
+    """The splits of `load_corpus`'s source as they are, blank lines included."""
+    kind, where = resolve_source(source, data_dir)
+    if kind == "table":
+        texts, _ = read_sentence_file(where, text_column=text_column)
+        return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})})
+    if kind == "hub":
+        return _load_hub_dataset(where, hub_config, text_column)
+    return _load_text_files(where, encoding_errors)
 
 
 def _drop_blank_lines(corpus: datasets.DatasetDict) -> datasets.DatasetDict:

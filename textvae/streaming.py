@@ -29,7 +29,7 @@ from pathlib import Path
 
 import datasets
 
-from .corpora import _HUB_ID, _TABLE_FORMATS, DATA_DIR_ENV, NAMED_CORPORA, _split_files, resolve_data_dir
+from .corpora import _TABLE_FORMATS, resolve_source
 from .data import LengthBucketSampler, encode_sentences, warn_overlong
 from .distributed import derived_seed
 from .token_storage import PackedSequences, TokenizedSplit
@@ -91,28 +91,13 @@ def _hub_streams(name: str, config_name: str | None) -> datasets.IterableDataset
 
 
 def _source_streams(source: str, data_dir, encoding_errors: str, text_column: str, hub_config):
-    """The splits of a corpus as streams, as `corpora.load_corpus` finds its source."""
-    path = Path(source)
-    if source in NAMED_CORPORA:
-        files = _split_files(resolve_data_dir(data_dir) / source)
-        if "train" not in files:
-            raise ValueError(
-                f"corpus {source!r} not found: point --data-dir / ${DATA_DIR_ENV} at the folder that holds "
-                f"{source}/ ({NAMED_CORPORA[source]['source']})"
-            )
-        return _text_streams(files, encoding_errors)
-    if path.is_file() and path.suffix.lower() in _TABLE_FORMATS:
-        return _table_streams(path, text_column)
-    if path.is_file():
-        return _text_streams({"train": path}, encoding_errors)
-    if path.is_dir():
-        files = _split_files(path)
-        if "train" not in files:
-            raise ValueError(f"corpus folder {path} has no train.txt")
-        return _text_streams(files, encoding_errors)
-    if _HUB_ID.match(source) and not source.lower().endswith((".txt", ".text", *_TABLE_FORMATS)):
-        return _hub_streams(source, hub_config)
-    raise ValueError(f"corpus not found: {source} is neither a file, a folder, a named corpus nor a Hub id")
+    """The splits of a corpus as streams, its source found as `corpora.load_corpus` finds it."""
+    kind, where = resolve_source(source, data_dir)
+    if kind == "table":
+        return _table_streams(where, text_column)
+    if kind == "hub":
+        return _hub_streams(where, hub_config)
+    return _text_streams(where, encoding_errors)
 
 
 def _text_stream(stream: datasets.IterableDataset, source: str, column: str) -> datasets.IterableDataset:
