@@ -14,7 +14,7 @@ import math
 import torch
 
 from .data import collate
-from .distributed import all_reduce_sum, derived_seed, differentiable_all_reduce_sum, shard_bounds
+from .distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
 from .modeling import free_bits_kl
 from .training_config import kl_weight
 
@@ -81,8 +81,8 @@ class TrainingStepMixin:
     def _global_batch_loss(self, output, kl_weight: float, free_bits: float) -> tuple[torch.Tensor, dict]:
         """(the tensor to differentiate, the global batch's figures) from this process's shard's output.
 
-        The figures (rec, KL per dimension) are sums over the global batch, from one all-reduce; free bits
-        floor the global batch-mean KL per dimension. The reduction carries gradients and
+        The figures (rec, KL per dimension, the bag-of-words loss) are sums over the global batch, from one
+        all-reduce; free bits floor the global batch-mean KL per dimension. The reduction carries gradients and
         DistributedDataParallel averages the N processes' gradients, so the shard's rec sum is scaled by
         N / B: the averaged gradient is exactly the gradient of the global batch's mean loss, however
         unequal the shards. For one process it is the plain batch-mean loss.
@@ -90,20 +90,28 @@ class TrainingStepMixin:
         size, weight = self._global_batch_size, self._shard_weight
         rec_sum = output.rec_loss.float().sum() * weight
         kl_sums = output.kl_per_dim.float().sum(dim=0) * weight  # (Z,)
-        sums = differentiable_all_reduce_sum(torch.cat([kl_sums, rec_sum.detach()[None]]))  # (Z + 1,)
-        kl_term = free_bits_kl(sums[:-1] / size, free_bits)
+        latent_dim = kl_sums.numel()
+        figures = [rec_sum.detach()[None]]
+        if (
+            output.bow_loss is not None
+        ):  # the bag-of-words loss (Zhao et al. 2017) rides in the same reduction
+            bow_sum = output.bow_loss.float().sum() * weight
+            figures.append(bow_sum.detach()[None])
+        sums = differentiable_all_reduce_sum(torch.cat([kl_sums, *figures]))  # (Z + 1 or Z + 2,)
+        kl_term = free_bits_kl(sums[:latent_dim] / size, free_bits)
         objective = rec_sum * (self.world_size / size) + kl_weight * kl_term
-        rec_total, kl_total, term = torch.stack([sums[-1], sums[:-1].sum(), kl_term.detach()]).tolist()
+        rec_total, kl_total, term = torch.stack(
+            [sums[latent_dim], sums[:latent_dim].sum(), kl_term.detach()]
+        ).tolist()
         metrics = {
             "loss": rec_total / size + kl_weight * term,
             "rec": rec_total / size,
             "kl": kl_total / size,
         }
-        if output.bow_loss is not None:  # the bag-of-words loss (Zhao et al. 2017), a mean over the batch
+        if output.bow_loss is not None:  # a mean over the batch, weighted like rec in the objective
             bow_weight = self.model.config.bag_of_words_loss
-            bow_sum = output.bow_loss.float().sum() * weight
             objective = objective + bow_weight * bow_sum * (self.world_size / size)
-            metrics["bow"] = all_reduce_sum(bow_sum.detach().clone()).item() / size
+            metrics["bow"] = sums[latent_dim + 1].item() / size
             metrics["loss"] += bow_weight * metrics["bow"]
         return objective, metrics
 
