@@ -97,14 +97,22 @@ def test_interpolate_in_a_real_browser(browser, served):
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, explorer = served
-    wait = WebDriverWait(browser, WAIT_S)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    wait = WebDriverWait(browser, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(url)
     wait.until(lambda driver: driver.find_elements(By.ID, "tab-interpolate-button"))
     browser.find_element(By.ID, "tab-interpolate-button").click()
     browser.find_element(By.CSS_SELECTOR, "#interpolate-end textarea").send_keys(END)
     browser.find_element(By.ID, "interpolate-run").click()  # no first sentence yet: the page says so
-    toast = wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, ".toast-message-text"))
-    assert "first sentence is empty" in toast[0].text and "Traceback" not in browser.page_source
+    # The toast's element can exist a moment before its text is rendered: wait for the text itself.
+    def toast_texts(driver):
+        texts = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".toast-message-text")]
+        return [text for text in texts if text.strip()]
+
+    toasts = wait.until(toast_texts)
+    assert any("first sentence is empty" in text for text in toasts), toasts
+    assert "Traceback" not in browser.page_source
 
     browser.find_element(By.CSS_SELECTOR, "#interpolate-start textarea").send_keys(START)
     browser.find_element(By.ID, "interpolate-run").click()
