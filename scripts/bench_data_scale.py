@@ -64,9 +64,9 @@ def prepare(path: str) -> dict:
     """Prepare the corpus at `path` stage by stage; returns the measurements."""
     import datasets
 
-    from textvae.data import TokenizedSplit, iter_texts, load_corpus, tokenize_corpus
-    from textvae.tokenization import train_tokenizer
+    from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
     from textvae.training_config import TrainConfig
+    from textvae.training_setup import train_corpus_tokenizer
 
     datasets.disable_progress_bars()
     config = TrainConfig(data=path)
@@ -84,8 +84,7 @@ def prepare(path: str) -> dict:
         return result
 
     corpus = timed("load", lambda: load_corpus(path, **config.corpus_options()))
-    texts = lambda: (text for batch in iter_texts(corpus["train"]) for text in batch)  # noqa: E731
-    tokenizer = timed("vocabulary", lambda: train_tokenizer(texts(), config.tokenizer_type))
+    tokenizer = timed("vocabulary", lambda: train_corpus_tokenizer(corpus["train"], config))
 
     def tokenize():
         tokenized = tokenize_corpus(corpus, tokenizer, max_length=config.max_length)

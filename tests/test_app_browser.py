@@ -105,6 +105,7 @@ def test_interpolate_in_a_real_browser(browser, served):
     browser.find_element(By.ID, "tab-interpolate-button").click()
     browser.find_element(By.CSS_SELECTOR, "#interpolate-end textarea").send_keys(END)
     browser.find_element(By.ID, "interpolate-run").click()  # no first sentence yet: the page says so
+
     # The toast's element can exist a moment before its text is rendered: wait for the text itself.
     def toast_texts(driver):
         texts = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".toast-message-text")]

@@ -338,3 +338,51 @@ def test_encoder_ids_follow_their_sentences(tmp_path, policy):
     batch = collate(split, [1, 0], pad_token_id=0, encoder_pad_token_id=encoder_tokenizer.pad_token_id)
     assert batch["encoder_input_ids"][0, : len(expected[1])].tolist() == expected[1]
     assert batch["encoder_attention_mask"].sum(dim=1).tolist() == [len(expected[1]), len(expected[0])]
+
+
+def test_words_are_counted_by_arrow_on_threads_as_str_split_counts_them(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from textvae import data
+
+    whitespace = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+    texts = [
+        " the cat  sat \t on\nthe mat ",
+        "d\u00a0e f\u3000g",
+        "naïve café",
+        "a\x1cb",
+        whitespace.join("xyz"),
+    ]
+    texts = [f"{text} {index}" for index in range(9) for text in texts]  # none blank; some split in lines
+    (tmp_path / "train.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("x\n", encoding="utf-8")
+    train = load_corpus(str(tmp_path))["train"].shuffle(seed=0)  # an indices mapping, as a split cut off has
+    expected = Counter(word for text in train["text"] for word in text.split())
+    assert data.count_arrow_words(datasets.Dataset.from_dict({"text": ["", "  "]}).data.table["text"]) == {}
+    for threads in (1, 3):
+        monkeypatch.setattr(data, "worker_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(data, "TEXT_BATCH_SIZE", 4)
+        assert data.count_corpus_words(train) == expected
+        batches = list(data.map_text_batches(train, lambda texts: texts.to_pylist()))
+        assert len(train) > 40 and [len(batch) for batch in batches[:-1]] == [4] * (len(batches) - 1)
+        assert [text for batch in batches for text in batch] == list(train["text"])  # in row order
+    assert train_word_tokenizer(expected).get_vocab() == train_word_tokenizer(list(train["text"])).get_vocab()
+    with pytest.raises(ValueError, match="trains on texts"):
+        train_tokenizer(expected, "bpe")
+
+
+@pytest.mark.parametrize("tokenizer_type", ["word", "bpe"])
+def test_tokenizing_on_threads_keeps_every_sentence_in_its_place(tmp_path, monkeypatch, tokenizer_type):
+    from textvae import data
+
+    lines = make_sentences(90, seed=4)
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = load_corpus(str(tmp_path / "corpus.txt"), validation_fraction=0.2, seed=1)
+    texts = list(corpus["train"]["text"])
+    tokenizer = train_tokenizer(texts, tokenizer_type)
+    reference = tokenizer(texts)["input_ids"]  # <bos> words <eos>, as the tokenizer gives them
+    monkeypatch.setattr(data, "TEXT_BATCH_SIZE", 8)
+    for threads in (1, 4):
+        monkeypatch.setattr(data, "worker_threads", lambda threads=threads: threads)
+        tokenized = TokenizedSplit.from_dataset(tokenize_corpus(corpus, tokenizer)["train"])
+        assert [list(ids) for ids in tokenized.input_ids] == reference

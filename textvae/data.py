@@ -9,7 +9,10 @@ token storage in `token_storage.py`; their public names stay importable from her
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import datasets
 import numpy as np
@@ -30,7 +33,7 @@ from .corpora import (
     resolve_data_dir,
 )
 from .token_storage import PackedSequences, TokenizedSplit, arrow_table, collate, pad_batch
-from .tokenization import WordLookup, encode_texts, flatten_ids
+from .tokenization import WordLookup, count_arrow_words, encode_texts, flatten_ids
 
 __all__ = [  # reading corpora lives in corpora.py, the token storage in token_storage.py
     "DATA_DIR_ENV",
@@ -43,9 +46,11 @@ __all__ = [  # reading corpora lives in corpora.py, the token storage in token_s
     "TokenizedSplit",
     "check_text_file",
     "collate",
+    "count_corpus_words",
     "encode_sentences",
     "iter_texts",
     "load_corpus",
+    "map_text_batches",
     "pad_batch",
     "read_sentence_file",
     "resolve_data_dir",
@@ -57,12 +62,79 @@ logger = logging.getLogger(__name__)
 OVERLONG_POLICIES = ("truncate", "drop")
 # Texts tokenized at once: Arrow and Rust work best on large batches, and 100,000 PTB sentences take ~15 MB.
 TEXT_BATCH_SIZE = 100_000
+RELEASE_EVERY = 10  # batches between two returns of Arrow's free memory to the system
 
 
 def iter_texts(dataset: datasets.Dataset, batch_size: int = TEXT_BATCH_SIZE, column: str = "text"):
     """The texts of a dataset, in its row order, as lists of at most `batch_size` strings (read as Arrow)."""
-    for start in range(0, len(dataset), batch_size):
+    for index, start in enumerate(range(0, len(dataset), batch_size)):
         yield arrow_table(dataset, [column], start, start + batch_size).column(column).to_pylist()
+        _release_arrow_memory(index)
+
+
+def _release_arrow_memory(batch_index: int) -> None:
+    """Give Arrow's allocator's free memory back to the system every RELEASE_EVERY batches.
+
+    Arrow keeps what its kernels (take, string functions) freed; given back, a pass over ten million rows
+    holds about 1 GB less. Once a batch, the call itself cost a third of the pass (33 s of 50 over 9.5
+    million rows, mimalloc); once every ten, under 2 s.
+    """
+    if batch_index % RELEASE_EVERY == RELEASE_EVERY - 1:
+        pa.default_memory_pool().release_unused()
+
+
+def worker_threads() -> int:
+    """Threads for work done by Arrow's kernels, which release the GIL: one per usable core, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def map_text_batches(
+    dataset: datasets.Dataset,
+    function: Callable,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    column: str = "text",
+) -> Iterator:
+    """`function(texts)` of each batch of the dataset's texts (a pyarrow string array of at most
+    `batch_size`, default TEXT_BATCH_SIZE, in row order), yielded in order; batches are read and processed on `threads` threads
+    (default `worker_threads()`), so `function` should spend its time in code that releases the GIL."""
+    threads, batch_size = threads or worker_threads(), batch_size or TEXT_BATCH_SIZE
+
+    def work(start: int):
+        return function(arrow_table(dataset, [column], start, start + batch_size).column(column))
+
+    starts = range(0, len(dataset), batch_size)
+    if threads == 1:
+        for index, start in enumerate(starts):
+            yield work(start)
+            _release_arrow_memory(index)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="textvae-text")
+    try:
+        pending, done = deque(), 0  # at most 2 x threads batches in flight: memory stays a few batches
+        for start in starts:
+            pending.append(pool.submit(work, start))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+                _release_arrow_memory(done)
+                done += 1
+        while pending:
+            yield pending.popleft().result()
+            _release_arrow_memory(done)
+            done += 1
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def count_corpus_words(dataset: datasets.Dataset, column: str = "text") -> Counter:
+    """Whitespace word counts of a dataset's texts (`tokenization.count_words`'s), counted by Arrow on
+    several threads: about five times faster than a Counter over `str.split` (96 s on ten million PTB
+    sentences on 2 cores)."""
+    counts = Counter()
+    for batch in map_text_batches(dataset, count_arrow_words, column=column):
+        counts.update(batch)
+    return counts
 
 
 def tokenize_corpus(
@@ -100,17 +172,20 @@ def tokenize_corpus(
 def _tokenize_split(split: str, dataset, tokenizers: tuple, max_length: int | None, overlong: str):
     """One split of `tokenize_corpus`; tokenizers: (tokenizer, encoder tokenizer or None, its WordLookup)."""
     parts, overlong_count = [], 0
+
+    def encode(texts):
+        return encode_sentences(texts, tokenizers, max_length, overlong), len(texts)
+
+    # Threads for the Arrow word lookup; Rust tokenizers use every core on their own, and a tokenizer
+    # called with options (the encoder's) must not be called from two threads at once ("Already borrowed").
+    threads = None if tokenizers[2] is not None and tokenizers[1] is None else 1
     with tqdm(
         total=len(dataset), desc=f"tokenizing {split}", unit="sent", disable=are_progress_bars_disabled()
     ) as progress:
-        for start in range(0, len(dataset), TEXT_BATCH_SIZE):
-            texts = arrow_table(dataset, ["text"], start, start + TEXT_BATCH_SIZE).column("text")
-            ids, encoder, count = encode_sentences(texts, tokenizers, max_length, overlong)
+        for (ids, encoder, count), size in map_text_batches(dataset, encode, threads):
             parts.append((ids, encoder))
             overlong_count += count
-            progress.update(len(texts))
-            del texts
-            pa.default_memory_pool().release_unused()  # what the string kernels freed (see arrow_table)
+            progress.update(size)
     if overlong_count:
         warn_overlong(
             overlong_count, len(dataset), "training" if split == "train" else split, max_length, overlong

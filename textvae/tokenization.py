@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,26 @@ def count_words(texts: Iterable[str]) -> Counter:
     return Counter(itertools.chain.from_iterable(map(str.split, texts)))
 
 
+def count_arrow_words(texts) -> dict[str, int]:
+    """Word counts of one batch of texts (a pyarrow string array), as `count_words` counts them.
+
+    Done by Arrow's string kernels, which release the GIL, so batches can be counted on several threads
+    (`data.count_corpus_words`); Arrow splits on exactly the characters `str.split` does.
+    """
+    import pyarrow.compute as pc
+
+    words = pc.list_flatten(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(texts)))
+    words = words.filter(pc.not_equal(words, ""))  # an empty or blank text splits into one ""
+    tally = pc.value_counts(words)
+    return dict(zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True))
+
+
 def train_word_tokenizer(
-    texts: Iterable[str], min_frequency: int = 1, max_vocab_size: int | None = None
+    texts: Iterable[str] | Mapping[str, int], min_frequency: int = 1, max_vocab_size: int | None = None
 ) -> PreTrainedTokenizerFast:
     """A whitespace word-level tokenizer whose vocabulary is the corpus's words.
 
+    texts: the training texts, or their word counts already made (`data.count_corpus_words`).
     Words are ordered by frequency (ties by spelling), after the four special tokens. A corpus's own
     `<unk>` is the unk token, so on PTB the vocabulary is exactly its 9,999 types (`<unk>` included)
     plus pad, bos and eos. `max_vocab_size` counts the special tokens.
@@ -61,7 +76,7 @@ def train_word_tokenizer(
         raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
     if max_vocab_size is not None and max_vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"max_vocab_size must exceed {len(SPECIAL_TOKENS)}, got {max_vocab_size}")
-    counts = count_words(texts)
+    counts = texts if isinstance(texts, Mapping) else count_words(texts)
     words = sorted(
         (word for word, count in counts.items() if count >= min_frequency and word not in SPECIAL_TOKENS),
         key=lambda word: (-counts[word], word),
@@ -97,12 +112,15 @@ def train_bpe_tokenizer(
 
 
 def train_tokenizer(
-    texts: Iterable[str],
+    texts: Iterable[str] | Mapping[str, int],
     tokenizer_type: str = "word",
     min_frequency: int = 1,
     max_vocab_size: int | None = None,
 ) -> PreTrainedTokenizerFast:
-    """Train the tokenizer named by `tokenizer_type` ("word" or "bpe") on the training texts (read once)."""
+    """Train the tokenizer named by `tokenizer_type` ("word" or "bpe") on the training texts (read once);
+    a word-level tokenizer may be given the texts' word counts instead (`train_word_tokenizer`)."""
+    if isinstance(texts, Mapping) and tokenizer_type == "bpe":
+        raise ValueError(f"a {tokenizer_type} tokenizer trains on texts, not on word counts")
     if tokenizer_type == "word":
         return train_word_tokenizer(texts, min_frequency=min_frequency, max_vocab_size=max_vocab_size)
     if tokenizer_type == "bpe":
