@@ -359,9 +359,10 @@ def test_words_are_counted_by_arrow_on_threads_as_str_split_counts_them(tmp_path
     train = load_corpus(str(tmp_path))["train"].shuffle(seed=0)  # an indices mapping, as a split cut off has
     expected = Counter(word for text in train["text"] for word in text.split())
     assert data.count_arrow_words(datasets.Dataset.from_dict({"text": ["", "  "]}).data.table["text"]) == {}
-    for threads in (1, 3):
+    monkeypatch.setattr(data, "TEXT_BATCH_SIZE", 4)
+    for threads, string_limit in ((1, 2**31 - 1), (3, 2**31 - 1), (3, 10)):  # 10: as if past 2 GiB
         monkeypatch.setattr(data, "worker_threads", lambda threads=threads: threads)
-        monkeypatch.setattr(data, "TEXT_BATCH_SIZE", 4)
+        monkeypatch.setattr(data, "_STRING_LIMIT", string_limit)
         assert data.count_corpus_words(train) == expected
         batches = list(data.map_text_batches(train, lambda texts: texts.to_pylist()))
         assert len(train) > 40 and [len(batch) for batch in batches[:-1]] == [4] * (len(batches) - 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from .corpora import (
     read_sentence_file,
     resolve_data_dir,
 )
-from .token_storage import PackedSequences, TokenizedSplit, arrow_table, collate, pad_batch
+from .token_storage import PackedSequences, TokenizedSplit, collate, pad_batch
 from .tokenization import WordLookup, count_arrow_words, encode_texts, flatten_ids
 
 __all__ = [  # reading corpora lives in corpora.py, the token storage in token_storage.py
@@ -62,24 +63,28 @@ logger = logging.getLogger(__name__)
 OVERLONG_POLICIES = ("truncate", "drop")
 # Texts tokenized at once: Arrow and Rust work best on large batches, and 100,000 PTB sentences take ~15 MB.
 TEXT_BATCH_SIZE = 100_000
-RELEASE_EVERY = 10  # batches between two returns of Arrow's free memory to the system
+RELEASE_EVERY = 10  # batches of a thread between two returns of Arrow's free memory to the system
+_STRING_LIMIT = 2**31 - 1  # bytes an Arrow string array (int32 offsets) can hold
 
 
 def iter_texts(dataset: datasets.Dataset, batch_size: int = TEXT_BATCH_SIZE, column: str = "text"):
     """The texts of a dataset, in its row order, as lists of at most `batch_size` strings (read as Arrow)."""
-    for index, start in enumerate(range(0, len(dataset), batch_size)):
-        yield arrow_table(dataset, [column], start, start + batch_size).column(column).to_pylist()
-        _release_arrow_memory(index)
+    yield from map_text_batches(dataset, pa.ChunkedArray.to_pylist, 1, batch_size, column)
 
 
-def _release_arrow_memory(batch_index: int) -> None:
-    """Give Arrow's allocator's free memory back to the system every RELEASE_EVERY batches.
+_thread_batches = threading.local()
 
-    Arrow keeps what its kernels (take, string functions) freed; given back, a pass over ten million rows
-    holds about 1 GB less. Once a batch, the call itself cost a third of the pass (33 s of 50 over 9.5
-    million rows, mimalloc); once every ten, under 2 s.
+
+def _release_arrow_memory(force: bool = False) -> None:
+    """Give the free memory of Arrow's allocator back to the system, every RELEASE_EVERY batches of the
+    calling thread (or now, with `force`).
+
+    Arrow keeps what its kernels (take, string functions) freed. Given back once a batch, the call cost a
+    third of a pass over ten million rows (the pages are faulted in again); once every ten, ~2 s. It is
+    made in the thread that freed the memory: mimalloc keeps a heap per thread.
     """
-    if batch_index % RELEASE_EVERY == RELEASE_EVERY - 1:
+    _thread_batches.count = getattr(_thread_batches, "count", 0) + 1
+    if force or _thread_batches.count % RELEASE_EVERY == 0:
         pa.default_memory_pool().release_unused()
 
 
@@ -89,6 +94,25 @@ def worker_threads() -> int:
     return max(1, min(8, cores))
 
 
+def _text_reader(dataset: datasets.Dataset, column: str) -> Callable[[int, int], pa.ChunkedArray]:
+    """A function (start, stop) -> those rows of a dataset's column, in the dataset's row order.
+
+    Without an indices mapping, a zero-copy slice. With one (`filter`, `select`, `train_test_split`),
+    the column is made one contiguous array once: Arrow's `take` on a chunked column concatenates every
+    chunk first, so each batch's take would copy the whole column (0.2 s and 550 MB a batch for ten million
+    PTB sentences, twice over with two threads).
+    """
+    values = dataset.data.table.column(column)
+    indices = dataset._indices  # datasets' row mapping (private, no public accessor); None: table order
+    if indices is None:
+        return lambda start, stop: values.slice(start, max(stop - start, 0))
+    if pa.types.is_string(values.type) and values.nbytes > _STRING_LIMIT:
+        values = values.cast(pa.large_string())  # past 2 GiB of text, one array needs int64 offsets
+    values = values.combine_chunks()
+    rows = indices.column(0)
+    return lambda start, stop: pa.chunked_array([values.take(rows.slice(start, max(stop - start, 0)))])
+
+
 def map_text_batches(
     dataset: datasets.Dataset,
     function: Callable,
@@ -96,35 +120,36 @@ def map_text_batches(
     batch_size: int | None = None,
     column: str = "text",
 ) -> Iterator:
-    """`function(texts)` of each batch of the dataset's texts (a pyarrow string array of at most
-    `batch_size`, default TEXT_BATCH_SIZE, in row order), yielded in order; batches are read and processed on `threads` threads
-    (default `worker_threads()`), so `function` should spend its time in code that releases the GIL."""
+    """`function(texts)` of each batch of a dataset's texts, yielded in the dataset's row order.
+
+    texts: a pyarrow string chunked array of at most `batch_size` (default TEXT_BATCH_SIZE) rows. The
+    batches are read and processed on `threads` threads (default `worker_threads()`), so `function`
+    should spend its time in code that releases the GIL, as Arrow's kernels and Rust tokenizers do.
+    """
     threads, batch_size = threads or worker_threads(), batch_size or TEXT_BATCH_SIZE
+    reader, starts = [_text_reader(dataset, column)], range(0, len(dataset), batch_size)
 
     def work(start: int):
-        return function(arrow_table(dataset, [column], start, start + batch_size).column(column))
+        result = function(reader[0](start, start + batch_size))
+        _release_arrow_memory(force=start + batch_size >= len(dataset))
+        return result
 
-    starts = range(0, len(dataset), batch_size)
     if threads == 1:
-        for index, start in enumerate(starts):
-            yield work(start)
-            _release_arrow_memory(index)
+        yield from map(work, starts)
         return
     pool = ThreadPoolExecutor(threads, thread_name_prefix="textvae-text")
     try:
-        pending, done = deque(), 0  # at most 2 x threads batches in flight: memory stays a few batches
+        pending = deque()  # at most 2 x threads batches in flight: memory stays a few batches
         for start in starts:
             pending.append(pool.submit(work, start))
             if len(pending) >= 2 * threads:
                 yield pending.popleft().result()
-                _release_arrow_memory(done)
-                done += 1
         while pending:
             yield pending.popleft().result()
-            _release_arrow_memory(done)
-            done += 1
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        reader.clear()  # the contiguous column, before giving back what the pool's threads left
+        _release_arrow_memory(force=True)
 
 
 def count_corpus_words(dataset: datasets.Dataset, column: str = "text") -> Counter:
