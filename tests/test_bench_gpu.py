@@ -74,6 +74,7 @@ def test_model_flops_count_a_tied_output_and_z_at_every_input(scripts):
 
 def check_measurements(measurements: dict, precisions_ran_as: str) -> None:
     """Every figure is there, finite and positive, and the derived ones follow from the measured ones."""
+    assert not any("FAILED" in note for note in measurements["notes"]), measurements["notes"]
     for precision in ("fp32", "bf16"):
         training = measurements["training"][precision]
         evaluation = measurements["evaluation"][precision]
@@ -133,6 +134,33 @@ def test_a_trained_run_is_evaluated_with_its_own_weights(scripts, tiny_ptb, tmp_
     options = dict(iw_samples=4, max_length=8, num_diversity_samples=2, interpolation_pairs=1)
     expected = evaluate_run(trained_run, "ptb", str(tiny_ptb), limit=8, device="cpu", save=False, **options)
     assert measurements["evaluation"]["fp32"]["nll"] == pytest.approx(expected["nll"])
+
+
+def test_a_failing_part_is_reported_and_the_others_still_run(
+    scripts, tiny_ptb, tmp_path, monkeypatch, capsys
+):
+    bench = scripts["bench_gpu"]
+    evaluate_one = bench.time_evaluation
+
+    def bf16_kernel_missing(model, tokenizer, split, full_split, precision, *rest):
+        if precision == "bf16":
+            raise RuntimeError("\"_thnn_fused_lstm_cell_cuda\" not implemented for 'BFloat16'\nmore lines")
+        return evaluate_one(model, tokenizer, split, full_split, precision, *rest)
+
+    monkeypatch.setattr(bench, "time_evaluation", bf16_kernel_missing)
+    output = tmp_path / "bench.json"
+    bench.main(["--device", "cpu", "--quick", "--data-dir", str(tiny_ptb), "--json", str(output)])
+    measurements = json.loads(output.read_text())
+    error = "RuntimeError: \"_thnn_fused_lstm_cell_cuda\" not implemented for 'BFloat16'"
+    assert measurements["evaluation"]["bf16"] == {"error": error}
+    assert measurements["evaluation"]["fp32"]["nll"] > 0 and measurements["nll_difference"] is None
+    assert measurements["sampling"]["bf16"]["sample"]["sentences_per_second"] > 0  # the parts after it ran
+    targets = {(target["figure"], target["precision"]): target for target in measurements["targets"]}
+    for figure in ("evaluation_seconds", "abs_nll_difference"):
+        assert targets[(figure, "bf16")]["value"] is None and targets[(figure, "bf16")]["met"] is False
+    assert targets[("evaluation_seconds", "fp32")]["value"] > 0
+    printed = capsys.readouterr().out
+    assert f"note: bf16 evaluation FAILED: {error}" in printed and "failed" in printed
 
 
 @pytest.mark.gpu
