@@ -252,17 +252,33 @@ def worker(
 
 
 class MatmulTimer:
-    """fp32 matrix products on `device` with this process's threads: FLOPs and seconds, in turns."""
+    """Matrix products on `device` with this process's threads: FLOPs and seconds, in turns.
 
-    def __init__(self, device: torch.device, projection_rows: int, vocab_size: int):
+    dtype: the products' precision (fp32 here; scripts/bench_gpu.py also times bf16); square_size: the
+    side of the square products that measure the peak (1024 saturates a CPU, a GPU needs ~8192).
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        projection_rows: int,
+        vocab_size: int,
+        dtype: torch.dtype = torch.float32,
+        square_size: int = SQUARE_SIZE,
+        warmup_seconds: float = 0.2,
+    ):
         generator = torch.Generator().manual_seed(0)
-        square = [torch.randn(SQUARE_SIZE, SQUARE_SIZE, generator=generator).to(device) for _ in range(2)]
-        features = torch.randn(projection_rows, HIDDEN_SIZE, generator=generator).to(device)
-        weight = torch.randn(vocab_size, HIDDEN_SIZE, generator=generator).to(device)
-        bias = torch.zeros(vocab_size, device=device)
+
+        def matrix(rows: int, columns: int) -> torch.Tensor:
+            return torch.randn(rows, columns, generator=generator).to(device, dtype)
+
+        square = [matrix(square_size, square_size) for _ in range(2)]
+        features = matrix(projection_rows, HIDDEN_SIZE)
+        weight = matrix(vocab_size, HIDDEN_SIZE)
+        bias = torch.zeros(vocab_size, device=device, dtype=dtype)
         self.device = device
         self.shapes = {
-            "square": (lambda: torch.mm(*square), 2.0 * SQUARE_SIZE**3),
+            "square": (lambda: torch.mm(*square), 2.0 * square_size**3),
             # The projection as textvae's loss computes it: addmm of (N, H) by (H, V), plus the bias.
             "projection": (
                 lambda: torch.addmm(bias, features, weight.t()),
@@ -271,7 +287,8 @@ class MatmulTimer:
         }
         self.totals = {name: [0.0, 0.0] for name in self.shapes}  # seconds, FLOPs
         for name in self.shapes:
-            self.time(name, 0.2)  # warm-up: thread pool, caches, lazy initialisation
+            self.time(name, warmup_seconds)  # warm-up: thread pool, caches, lazy initialisation (cuBLAS)
+        self.totals = {name: [0.0, 0.0] for name in self.shapes}  # the warm-up is not part of the figures
 
     def time(self, name: str, seconds: float) -> None:
         """Run `name` products for about `seconds` and add them to its totals."""
