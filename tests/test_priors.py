@@ -71,6 +71,25 @@ def test_subsample_and_skipped_candidates():
     assert [c["n_components"] for c in prior.selection["candidates"]] == [1, 2]
 
 
+def test_mixtures_are_fitted_on_one_blas_thread_whatever_the_callers_setting(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    original = GaussianMixture.fit
+
+    def fit(self, points):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return original(self, points)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    with threadpool_limits(limits=4, user_api="blas"):
+        first = fit_aggregate_prior(draw_mixture(300, 0), draw_mixture(100, 1), components=(1, 3))
+    second = fit_aggregate_prior(draw_mixture(300, 0), draw_mixture(100, 1), components=(1, 3))
+    assert len(seen) == 4 and all(threads <= {1} for threads in seen)
+    assert torch.equal(first.means, second.means) and torch.equal(first.covariances, second.covariances)
+
+
 def test_near_degenerate_dimensions_fit():
     # Two collapsed (nearly constant) dimensions, as inactive units give, beside two active ones.
     rng = np.random.default_rng(0)
