@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import checkpointing as ckpt
 from . import distributed
+from .aggressive import AggressiveTrainingMixin
 from .data import LengthBucketSampler
 from .distributed import derived_seed
 from .modeling import TextVAEModel
@@ -35,7 +36,7 @@ _UNKNOWN_STEPS = 2**62  # the step pretraining ends at, while a streaming run's 
 _AVERAGED_FIGURES = ("loss", "rec", "kl", "bow")
 
 
-class Trainer(TrainingStepMixin):
+class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
     """Runs the loop for one run folder; all state needed to resume is in its checkpoints.
 
     In a process group (torchrun), every process runs a Trainer: each step, each takes its contiguous share
@@ -92,6 +93,7 @@ class Trainer(TrainingStepMixin):
             "finished": False,
             "epoch_seconds": 0.0,  # time spent in the current epoch up to its last mid-epoch checkpoint
         }
+        self._setup_aggressive()  # He et al. 2019's aggressive encoder updates, when config.aggressive_encoder
         self._epoch_started = 0.0
         self._last_save = None  # clock reading of the last checkpoint, for save_minutes
         self.reporter = None  # opened by train(), after a resume has set the step
@@ -111,6 +113,7 @@ class Trainer(TrainingStepMixin):
                     f"checkpoint {checkpoint} has no KL controller state: it does not fit this run"
                 )
             self.controller.load_state_dict(extra["controller"])
+        self._setup_aggressive()  # a checkpoint from before --aggressive-encoder was given starts its phase
         metrics = self.run_dir / ckpt.METRICS_NAME
         # Drop lines written after the checkpoint: they will be written again.
         if self.is_main and metrics.is_file():
@@ -162,7 +165,7 @@ class Trainer(TrainingStepMixin):
             leave=False,
         )
         for split, indices in bar:
-            metrics = self._train_step(self._shard_batch(indices, split))
+            metrics = self._step(indices, split)
             state["step"] += 1
             state["batch_in_epoch"] += 1
             bar.set_postfix(
@@ -220,6 +223,7 @@ class Trainer(TrainingStepMixin):
         """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
         config, state = self.config, self.state
         metrics = self._validate(seconds)
+        self._end_aggressive_epoch(metrics)
         save = self._is_best(metrics["neg_elbo"])
         if self.is_main:
             if save:
@@ -247,7 +251,12 @@ class Trainer(TrainingStepMixin):
         """The epoch's validation figures, recorded in the history and the metrics log."""
         config, state = self.config, self.state
         metrics = validate(
-            self.model, self.data.validation, config.batch_size, seed=config.seed, shard=self.world_size > 1
+            self.model,
+            self.data.validation,
+            config.batch_size,
+            seed=config.seed,
+            shard=self.world_size > 1,
+            mutual_info=self._aggressive_now(),
         )
         for name in ("rec", "kl"):
             if not math.isfinite(metrics[name]):

@@ -141,6 +141,15 @@ class TrainConfig:
     word_dropout: float = _option(
         0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
     )
+    aggressive_encoder: bool = _option(
+        False,
+        "aggressive inference network training (He et al. 2019): before each step's decoder-only update, "
+        "update only the encoder on fresh training batches until its loss stops falling, until the first "
+        "epoch whose valid mutual information I(x; z) falls below the previous epoch's",
+    )
+    aggressive_max_steps: int = _option(
+        100, "aggressive_encoder: most encoder-only updates before each decoder update (He et al.'s 100)"
+    )
     fit_prior: bool = _option(
         True,
         "at the end of training, fit the aggregate-posterior prior (a Gaussian mixture on the training set's "
@@ -196,7 +205,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         positive = ("epochs", "batch_size", "kl_cycles", "keep_checkpoints", "log_steps", "min_frequency")
-        positive += ("streaming_vocab_sentences", "streaming_buffer_size")
+        positive += ("streaming_vocab_sentences", "streaming_buffer_size", "aggressive_max_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -246,6 +255,11 @@ class TrainConfig:
             raise ValueError(
                 f"{what} needs the total number of steps, which a stream does not know before its first pass "
                 f"ends: with streaming, give max_steps (--max-steps), or use another schedule"
+            )
+        if self.aggressive_encoder and self.streaming:
+            raise ValueError(
+                "aggressive_encoder draws its encoder batches from the whole training split at random, which "
+                "a stream does not offer: drop streaming or aggressive_encoder"
             )
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of architecture options, got {self.model!r}")

@@ -19,8 +19,9 @@ from .modeling import free_bits_kl
 from .training_config import kl_weight
 
 # Streams of a step's seeds, `derived_seed(seed, step, stream)`: z's noise and word dropout, dropout layers
-# (one stream per process), and the new decoder after autoencoder pretraining.
-STEP_DRAWS, DROPOUT_LAYERS, DECODER_RESET = 0, 1, 2
+# (one stream per process), the new decoder after autoencoder pretraining, and the encoder-only updates of
+# aggressive training (`aggressive.py`: their batches and, as extra keys, their own draws).
+STEP_DRAWS, DROPOUT_LAYERS, DECODER_RESET, AGGRESSIVE_ENCODER = 0, 1, 2, 3
 
 
 class TrainingStepMixin:
@@ -45,7 +46,7 @@ class TrainingStepMixin:
             return self.controller.beta
         return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
 
-    def _shard_batch(self, indices: list[int], split=None) -> dict:
+    def _shard_batch(self, indices: list[int], split=None, draws: tuple[int, ...] = ()) -> dict:
         """This process's share of a global batch, moved to the device, with the step's random draws.
 
         indices: the global batch's sentences in `split` (default: the training split; with streaming,
@@ -54,6 +55,8 @@ class TrainingStepMixin:
         The draws (z's noise eps, the word dropout draws) are made for the whole global batch from a
         generator seeded by (seed, step), and each process keeps the rows of its sentences: N processes
         draw exactly what one process does, and a resumed run what an uninterrupted one does.
+        draws: extra keys of the seed, for more than one update in a step (aggressive training's encoder
+        updates); none for the step's own update.
         When the global batch has fewer sentences than there are processes (an epoch's ragged last batch),
         a process without one computes the first sentence with weight 0, so that every process still
         takes part in the step (BN-VAE's batch statistics then count that sentence twice).
@@ -67,7 +70,7 @@ class TrainingStepMixin:
         pad_ids = (self.model.config.pad_token_id, self.encoder_pad_id)
         batch = {k: v.to(self.device) for k, v in collate(split, indices[start:stop], *pad_ids).items()}
         generator = self._generator.manual_seed(
-            derived_seed(self.config.seed, self.state["step"], STEP_DRAWS)
+            derived_seed(self.config.seed, self.state["step"], STEP_DRAWS, *draws)
         )
         if self.model.config.has_latent:
             eps = torch.randn((count, self.model.config.latent_dim), generator=generator, device=self.device)
@@ -115,14 +118,37 @@ class TrainingStepMixin:
             metrics["loss"] += bow_weight * metrics["bow"]
         return objective, metrics
 
-    def _train_step(self, batch: dict) -> dict:
-        """One optimiser step on this process's shard (`_shard_batch`) of the global batch."""
+    def _train_step(self, batch: dict, frozen: tuple = ()) -> dict:
+        """One optimiser step on this process's shard (`_shard_batch`) of the global batch.
+
+        frozen: parameters this step leaves as they are (aggressive training's decoder-only update).
+        """
         config = self.config
         weight = self._kl_weight()
         pretraining = self.state["step"] < self.pretrain_steps
+        metrics = self._update(batch, weight, pretraining, frozen)
+        if config.lr_scheduler == "cosine":
+            self.scheduler.step()
+        metrics["kl_weight"] = weight
+        if self.controller is not None and not pretraining:
+            metrics["kl_target"] = self.controller.current_target()
+            self.controller.update(metrics["kl"])  # the weight of the next step
+        return metrics
+
+    def _update(
+        self, batch: dict, weight: float, pretraining: bool, frozen: tuple = (), draws: tuple[int, ...] = ()
+    ) -> dict:
+        """Loss, backward, clipping and the optimiser's update of every parameter but `frozen`; the figures.
+
+        The frozen parameters' gradients are dropped (set to None) after clipping: Adam, AdamW and SGD skip
+        a parameter without a gradient entirely, moments and step count included, so one optimiser updates
+        either group exactly as an optimiser of that group alone would (He et al. 2019 keep two).
+        draws: the extra seed keys of the update (`_shard_batch`); none for the step's own.
+        """
+        config = self.config
         # Dropout layers draw from torch's generator: seeded by (seed, step, rank), a resumed run repeats
         # them, and the processes draw independent masks.
-        torch.manual_seed(derived_seed(config.seed, self.state["step"], DROPOUT_LAYERS, self.rank))
+        torch.manual_seed(derived_seed(config.seed, self.state["step"], DROPOUT_LAYERS, self.rank, *draws))
         with self._autocast():
             output = self.forward_model(
                 **batch,
@@ -140,13 +166,9 @@ class TrainingStepMixin:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
             if not math.isfinite(norm):  # checked before the update: the weights stay finite
                 raise self._diverged("gradient norm", norm)
+        for parameter in frozen:
+            parameter.grad = None
         self.optimizer.step()
-        if config.lr_scheduler == "cosine":
-            self.scheduler.step()
-        metrics["kl_weight"] = weight
-        if self.controller is not None and not pretraining:
-            metrics["kl_target"] = self.controller.current_target()
-            self.controller.update(metrics["kl"])  # the weight of the next step
         return metrics
 
     def _diverged(self, what: str, value: float) -> ValueError:

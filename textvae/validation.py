@@ -13,20 +13,30 @@ import torch
 from . import distributed
 from .data import LengthBucketSampler, TokenizedSplit, collate
 from .distributed import derived_seed
+from .latent_metrics import mutual_information
 from .modeling import TextVAEModel, gaussian_kl
 from .scoring import encode_batch
+
+_MI_DRAWS = -1  # the seed key of the MI's z draws, apart from the batches' (their numbers are >= 0)
 
 
 @torch.no_grad()
 def validate(
-    model: TextVAEModel, split: TokenizedSplit, batch_size: int, seed: int = 0, shard: bool = False
+    model: TextVAEModel,
+    split: TokenizedSplit,
+    batch_size: int,
+    seed: int = 0,
+    shard: bool = False,
+    mutual_info: bool = False,
 ) -> dict:
     """rec, KL, -ELBO (weight 1) per sentence, the PPL bound, active units and the (Z,) KL per dimension.
 
     z is drawn with a generator of its own for each batch, seeded by (seed, batch number), so validation
     neither depends on nor moves the training RNG. shard: in a process group, every process scores every
     N-th batch and the figures are summed over the processes (every process must call it); they equal
-    one process's up to the order of the sums.
+    one process's up to the order of the sums. mutual_info: also "mi", I(x; z) over the whole split
+    (`latent_metrics.mutual_information`, its z drawn from a generator seeded by `seed`), which aggressive
+    training's end rule reads (He et al. 2019).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -46,7 +56,7 @@ def validate(
             kl = gaussian_kl(mu, logvar).double()  # (B, Z)
             sums[1] += kl.sum()
             sums[2:] += kl.sum(dim=0)
-            means.append((number, mu.float().cpu()))
+            means.append((number, mu.float().cpu(), logvar.float().cpu() if mutual_info else None))
         rec, _ = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], z)
         sums[0] += rec.double().sum()
     if shard:
@@ -58,7 +68,13 @@ def validate(
     metrics["neg_elbo"] = metrics["rec"] + metrics["kl"]
     metrics["ppl_bound"] = math.exp((rec_total + kl_total) / tokens)
     if means:
-        means = torch.cat([mu for _, mu in sorted(means, key=lambda item: item[0])])  # (N, Z)
+        means.sort(key=lambda item: item[0])
+        if mutual_info:
+            logvars = torch.cat([logvar for _, _, logvar in means])  # (N, Z)
+        means = torch.cat([mu for _, mu, _ in means])  # (N, Z)
+        if mutual_info:
+            generator = torch.Generator().manual_seed(derived_seed(seed, _MI_DRAWS))
+            metrics["mi"] = mutual_information(means, logvars, generator)
         metrics["au"] = int((means.var(dim=0) >= 0.01).sum())
         metrics["kl_per_dim"] = (sums[2:] / count).tolist()  # which dimensions carry the KL
     return metrics
