@@ -9,7 +9,8 @@ so one launch runs them all, in this order:
    process), resume it here to `max_steps`;
 3. resume the one-process run `resume_single` (of `config2`) here, to its end;
 4. evaluate the run of step 2 on `corpus`, saving the results in the run folder;
-5. train `config` with streaming to `max_steps` in `streaming`.
+5. train `config` with streaming to `max_steps` in `streaming`;
+6. train `config` with aggressive encoder updates (He et al. 2019) to `max_steps` in `aggressive`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(spec_path: str) -> None:
     evaluate_run(stopped, data=spec["corpus"], **spec["evaluate"])
     streamed = {**config.to_dict(), "streaming": True, "max_steps": spec["max_steps"]}
     train(TrainConfig(**streamed), output_dir=spec["streaming"])
+    aggressive = {**config.to_dict(), "max_steps": spec["max_steps"], **spec["aggressive_options"]}
+    train(TrainConfig(**aggressive), output_dir=spec["aggressive"])
     assert distributed.world_size() == int(os.environ["WORLD_SIZE"])  # one group served every call
 
 
