@@ -202,6 +202,8 @@ def test_packed_sequences_index_slice_and_pad_like_lists():
     assert [ids.tolist() for ids in packed] == sequences and packed[-1].tolist() == sequences[-1]
     assert [ids.tolist() for ids in packed[1:3]] == sequences[1:3] and len(packed[3:1]) == 0
     assert packed.lengths.tolist() == [3, 2, 6, 3]
+    assert packed.lengths_at([2, 0, 2]).tolist() == [6, 3, 6] and packed.lengths_at([]).tolist() == []
+    assert TokenizedSplit(packed).lengths_at(np.array([3, 1])).tolist() == [3, 2]
     with pytest.raises(IndexError):
         packed[4]
     ids, mask = packed.pad([2, 0, 1], pad_token_id=0)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from .distributed import derived_seed
@@ -95,7 +94,7 @@ class AggressiveTrainingMixin:
             metrics = self._update(batch, weight, pretraining, frozen, draws)
             # metrics["loss"] is the global batch's mean loss: the sum over its sentences, as theirs.
             loss_sum += metrics["loss"] * len(indices)
-            tokens += int((np.asarray(split.lengths)[np.asarray(indices)] - 1).sum())  # words + EOS
+            tokens += int((split.lengths_at(indices) - 1).sum())  # words + EOS
             updates += 1
             if updates % BLOCK_UPDATES == 0:
                 current = loss_sum / tokens

@@ -97,6 +97,11 @@ class PackedSequences(Sequence):
         """(N,) int64 length of every sequence."""
         return np.diff(self.offsets)
 
+    def lengths_at(self, indices: Sequence[int]) -> np.ndarray:
+        """(B,) int64 lengths of the sequences at `indices`, without the (N,) array of them all."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return self.offsets[indices + 1] - self.offsets[indices]
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the two arrays."""
@@ -176,6 +181,10 @@ class TokenizedSplit:
     def lengths(self) -> np.ndarray:
         """(N,) int64 tokens per sentence, BOS and EOS included."""
         return self.input_ids.lengths
+
+    def lengths_at(self, indices: Sequence[int]) -> np.ndarray:
+        """(B,) int64 tokens of the sentences at `indices` (a batch's, cheaply: `lengths` is (N,))."""
+        return self.input_ids.lengths_at(indices)
 
     def num_target_tokens(self) -> int:
         """Words plus one EOS per sentence: the PPL denominator (BOS is never predicted)."""

@@ -76,7 +76,7 @@ class TrainingStepMixin:
             eps = torch.randn((count, self.model.config.latent_dim), generator=generator, device=self.device)
             batch["eps"] = eps[start:stop]  # (B, Z)
         if self.config.word_dropout > 0:
-            longest = int(split.lengths[indices].max())
+            longest = int(split.lengths_at(indices).max())
             draws = torch.rand((count, longest - 1), generator=generator, device=self.device)
             batch["word_dropout_draws"] = draws[start:stop]  # (B, T - 1) of the global batch's T
         return batch
