@@ -25,6 +25,16 @@ def make_sentences(count: int, seed: int = 0) -> list[str]:
     return sentences
 
 
+def write_tiny_ptb(root: Path, train: int, valid: int) -> Path:
+    """A PTB stand-in of `train` and `valid` tiny sentences in root/data/ptb/; returns root/data, the
+    `--data-dir` of `--data ptb`."""
+    folder = root / "data" / "ptb"
+    folder.mkdir(parents=True)
+    (folder / "train.txt").write_text("\n".join(make_sentences(train, seed=1)) + "\n")
+    (folder / "valid.txt").write_text("\n".join(make_sentences(valid, seed=2)) + "\n")
+    return root / "data"
+
+
 NO_DROPOUT = dict(decoder_input_dropout=0.0, decoder_output_dropout=0.0)
 # Tiny transformer options and no dropout, for the tests that build transformer or backbone models.
 TINY_TRANSFORMER = dict(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import TINY_TRANSFORMER, make_sentences, tiny_model
+from .helpers import TINY_TRANSFORMER, tiny_model, write_tiny_ptb
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FIGURES = {
@@ -43,11 +43,7 @@ def scripts():
 
 @pytest.fixture
 def tiny_ptb(tmp_path):
-    folder = tmp_path / "data" / "ptb"
-    folder.mkdir(parents=True)
-    (folder / "train.txt").write_text("\n".join(make_sentences(40, seed=1)) + "\n")
-    (folder / "valid.txt").write_text("\n".join(make_sentences(10, seed=2)) + "\n")
-    return tmp_path / "data"
+    return write_tiny_ptb(tmp_path, train=40, valid=10)
 
 
 def test_model_flops_equal_bench_train_speed_on_its_sentence_vae(scripts):

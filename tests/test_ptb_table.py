@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import make_sentences
+from .helpers import write_tiny_ptb
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptb_table.py"
 
@@ -24,11 +24,7 @@ def ptb_table():
 
 @pytest.fixture
 def tiny_ptb(tmp_path):
-    folder = tmp_path / "data" / "ptb"
-    folder.mkdir(parents=True)
-    (folder / "train.txt").write_text("\n".join(make_sentences(24, seed=1)) + "\n")
-    (folder / "valid.txt").write_text("\n".join(make_sentences(6, seed=2)) + "\n")
-    return tmp_path / "data"
+    return write_tiny_ptb(tmp_path, train=24, valid=6)
 
 
 def run_script(module, monkeypatch, *args):
