@@ -107,14 +107,28 @@ def evaluate_run(
         )
     main = distributed.is_main_process()
     options["show_progress"] = options.get("show_progress", True) and main
-    results = evaluate(model, tokenizer, sentences, **options, shard=distributed.is_distributed())
+    name = split if split != "file" else f"file-{Path(data).stem}"
+    name = f"eval-{name}" + (f"-first{limit}" if limit else "")
+    name += f"-k{options.get('iw_samples', 500) if model.config.has_latent else 0}"
+    progress_path = None
+    if save and not distributed.is_distributed():
+        # A stop costs minutes, not the hour of a K = 500 NLL: the same command resumes the scoring.
+        progress_path = Path(run) / f"{name}.partial.json"
+    results = evaluate(
+        model,
+        tokenizer,
+        sentences,
+        **options,
+        shard=distributed.is_distributed(),
+        progress_path=progress_path,
+    )
     results.update(run=str(run), data=str(data), split=split, limit=limit)
     if save and main:
         from .checkpointing import write_json
 
-        name = split if split != "file" else f"file-{Path(data).stem}"
-        name = f"eval-{name}" + (f"-first{limit}" if limit else "") + f"-k{results['iw_samples'] or 0}.json"
-        write_json(Path(run) / name, results)
+        write_json(Path(run) / f"{name}.json", results)
+    if progress_path is not None:
+        progress_path.unlink(missing_ok=True)
     distributed.barrier()  # every process returns once the results are saved
     return results
 

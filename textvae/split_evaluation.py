@@ -11,8 +11,10 @@ and AU from `latent_metrics.py`, the text metrics from `text_metrics.py` and `ge
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from . import distributed
 from .data import LengthBucketSampler, TokenizedSplit, collate
+from .evaluation_progress import ScoreProgress, model_digest, split_digest
 from .generation import generate
 from .latent_metrics import latent_results
 from .modeling import TextVAEModel
@@ -30,13 +33,30 @@ from .tokenization import decode_ids
 logger = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _saved_on_exit(progress_file: ScoreProgress | None):
+    """Write the scores so far however the scoring ends: done, Ctrl-C or an error."""
+    try:
+        yield
+    finally:
+        if progress_file is not None:
+            progress_file.save()
+
+
 def _score_split(
-    model, tokenizer, split: TokenizedSplit, options: dict, generators: dict, shard: bool = False
+    model,
+    tokenizer,
+    split: TokenizedSplit,
+    options: dict,
+    generators: dict,
+    shard: bool = False,
+    progress_file: ScoreProgress | None = None,
 ) -> dict:
     """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references.
 
     shard: every process of the group scores every N-th batch; the sums are reduced and the posteriors and
-    texts gathered, in the split's batch order, on every process.
+    texts gathered, in the split's batch order, on every process. progress_file: batches it holds are read
+    back, not scored again; the others are added to it as they are scored.
     """
     device = next(model.parameters()).device
     # Batches of similar lengths, in a fixed order: little padding, and the same random draws every run.
@@ -47,16 +67,27 @@ def _score_split(
     parts = []  # (batch number, mu, logvar, hypotheses, references)
     total = sum(len(batches[number]) for number in mine)
     progress = tqdm(total=total, desc="evaluating", unit="sent", disable=not options["show_progress"])
-    with progress:
+    with progress, _saved_on_exit(progress_file):
         for number in mine:
             indices = batches[number]
-            batch = {k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()}
-            scores = score_batch(model, tokenizer, batch, options, batch_generators(generators, number))
-            sums += torch.stack([scores[key].sum() for key in ("rec", "kl", "nll")])
-            posterior = [scores["mu"], scores["logvar"]]  # (B, Z) each, or None
+            saved = progress_file.get(number, device) if progress_file is not None else None
+            if saved is None:
+                batch = {
+                    k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()
+                }
+                scores = score_batch(model, tokenizer, batch, options, batch_generators(generators, number))
+                batch_sums = torch.stack([scores[key].sum() for key in ("rec", "kl", "nll")])
+                texts = scores["hypotheses"], scores["references"]
+                posterior = [scores["mu"], scores["logvar"]]  # (B, Z) each, or None
+                if progress_file is not None:
+                    progress_file.add(number, batch_sums, *posterior, *texts)
+            else:
+                batch_sums, *posterior, hypotheses, references = saved
+                texts = hypotheses, references
+            sums += batch_sums
             if shard and posterior[0] is not None:  # pickled for the other processes: on the CPU
                 posterior = [tensor.cpu() for tensor in posterior]
-            parts.append((number, *posterior, scores["hypotheses"], scores["references"]))
+            parts.append((number, *posterior, *texts))
             progress.update(len(indices))
     if shard:
         distributed.all_reduce_sum(sums)
@@ -193,6 +224,8 @@ def evaluate(
     interpolation_pairs: int = 100,
     interpolation_steps: int = 5,
     shard: bool = False,
+    progress_path: str | Path | None = None,
+    progress_every_seconds: float = 300.0,
 ) -> dict:
     """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
 
@@ -216,6 +249,12 @@ def evaluate(
     split's batches (the K-sample NLL is most of the work); sums are reduced and the posteriors (for MI
     and AU) and reconstructions gathered, so every process returns the figures one process would, up to
     the order of the sums. The prior samples and interpolations are drawn by every process alike.
+
+    progress_path: a JSON file where the scores of the split's batches are kept as they come (every
+    progress_every_seconds), so that a stopped evaluation called again with the same model, split, options
+    and seed on the same device scores only the batches it had not: the figures equal an uninterrupted
+    run's exactly at the same thread count (`evaluation_progress.ScoreProgress`). The caller removes the file once the results are saved. Not
+    with shard.
     """
     options = dict(
         iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
@@ -230,9 +269,20 @@ def evaluate(
     was_training = model.training
     model.eval()
     generation_options = (reference_lm, priors, num_forward_samples, interpolation_pairs, interpolation_steps)
+    progress_file = None
+    if progress_path is not None and not shard:
+        key = {
+            "model": model_digest(model),
+            "split": split_digest(split),
+            "seed": seed,
+            "device": str(next(model.parameters()).device),
+            **{name: options[name] for name in ("iw_samples", "batch_size", "iw_chunk_size", "max_length")},
+            "compute_bleu": compute_bleu,
+        }
+        progress_file = ScoreProgress(progress_path, key, progress_every_seconds)
     try:
         with torch.no_grad():
-            totals = _score_split(model, tokenizer, split, options, generators, shard)
+            totals = _score_split(model, tokenizer, split, options, generators, shard, progress_file)
             diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
             generation = _generation_results(
                 model, tokenizer, totals, generators, tokenize, *generation_options, max_length
