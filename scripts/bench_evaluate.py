@@ -52,7 +52,10 @@ def load_model_and_tokenizer(args: argparse.Namespace, corpus):
         return TextVAEModel.from_pretrained(args.model), load_tokenizer(args.model)
     tokenizer = train_word_tokenizer(corpus["train"]["text"])
     torch.manual_seed(args.seed)
-    config = TextVAEConfig(vocab_size=len(tokenizer), embedding_size=256, hidden_size=256, latent_dim=32)
+    config = TextVAEConfig(
+        vocab_size=len(tokenizer), embedding_size=256, hidden_size=256, latent_dim=32,
+        bidirectional_encoder=False, bag_of_words_loss=0.0, z_to_output=False,  # the model its figures are of
+    )  # fmt: skip
     return TextVAEModel(config), tokenizer
 
 

@@ -183,6 +183,10 @@ def build_step(
             decoder_output_dropout=0.0,
             z_to_initial_state=True,
             z_to_inputs=False,
+            # Sentence-VAE's model: no bidirectional encoder, bag-of-words loss or z-to-output.
+            bidirectional_encoder=False,
+            bag_of_words_loss=0.0,
+            z_to_output=False,
             pad_token_id=pad_token_id,
         )
         model = TextVAEModel(config).to(device).train()

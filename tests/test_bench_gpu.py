@@ -53,9 +53,10 @@ def test_model_flops_equal_bench_train_speed_on_its_sentence_vae(scripts):
 
 
 def test_model_flops_count_a_tied_output_and_z_at_every_input(scripts):
-    model = tiny_model(
-        embedding_size=4, hidden_size=8, encoder_hidden_size=5, latent_dim=3, tie_embeddings=True
-    )
+    model = tiny_model(  # row 6's kind of model: one-way encoder, no bag-of-words MLP, no z -> output
+        embedding_size=4, hidden_size=8, encoder_hidden_size=5, latent_dim=3, tie_embeddings=True,
+        bidirectional_encoder=False, bag_of_words_loss=0.0, z_to_output=False,
+    )  # fmt: skip
     tokens, sentences = 30, 4
     encoder = 4 * 5 * (4 + 5)  # LSTM gates over [embedding, hidden], once a position read: tokens + sentences
     decoder = 4 * 8 * (4 + 3 + 8)  # input [embedding, z], once an input position: tokens

@@ -198,7 +198,12 @@ def test_score_against_another_file_reports_every_auroc(run, tmp_path, capsys):
     values = dict(re.findall(r"^  (\w+)\s+([0-9.]+)$", err, re.MULTILINE))
     assert sorted(values) == sorted(["nll_per_token", "nll", "neg_elbo", "kl"])
     assert all(0.0 <= float(value) <= 1.0 for value in values.values())
-    assert float(values["nll_per_token"]) > 0.5  # unknown words and repeats are unusual
+    # Each AUROC is the share of (in, out) pairs where the other file's sentence scores higher, ties half.
+    for key, value in values.items():
+        inside = [row[key] for row in rows[:12]]
+        outside = [row[key] for row in rows[12:]]
+        pairs = [(o > i) + 0.5 * (o == i) for i in inside for o in outside]
+        assert float(value) == pytest.approx(sum(pairs) / len(pairs), abs=5e-5), key
 
 
 def test_score_works_for_a_language_model(tmp_path, capsys, corpus_file):

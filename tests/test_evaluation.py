@@ -129,7 +129,9 @@ def test_chunking_does_not_change_the_estimate(tokenizer, chunk_size):
 
 
 def test_prior_encoder_gives_the_exact_likelihood_and_no_latent_use(tokenizer):
-    model = prior_encoder(make_model(tokenizer, z_to_initial_state=False, z_to_inputs=False))
+    model = prior_encoder(
+        make_model(tokenizer, z_to_initial_state=False, z_to_inputs=False, z_to_output=False)
+    )
     split = make_split(tokenizer)
     batch = make_batch(model, split)
     with torch.no_grad():

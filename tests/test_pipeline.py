@@ -98,8 +98,11 @@ def test_repetition_controls_off_change_nothing(pipeline):
     off = dict(no_repeat_ngram_size=0, repetition_penalty=1.0)
     sentences = ["the cat sat on the mat", "a big dog ran under the rug"]
     assert pipeline.sample(6, seed=2, **off) == pipeline.sample(6, seed=2)
-    assert pipeline.reconstruct(sentences, **off) == pipeline.reconstruct(sentences)
-    assert pipeline.interpolate(*sentences, steps=4, **off) == pipeline.interpolate(*sentences, steps=4)
+    # reconstruct and interpolate default to a no-repeat size of 3: off, they decode as plain beam search.
+    mu, _ = pipeline.encode(sentences)
+    assert pipeline.reconstruct(sentences, **off) == pipeline.decode(mu, "beam")
+    ends = pipeline.interpolate(*sentences, steps=4, strategy="greedy", **off)
+    assert [ends[0], ends[-1]] == pipeline.decode(mu, "greedy")
     penalized = pipeline.interpolate(*sentences, steps=4, strategy="beam", repetition_penalty=1.5)
     assert len(penalized) == 4
 

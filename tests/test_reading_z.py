@@ -29,9 +29,10 @@ def test_bag_of_words_loss_scores_every_target_word_from_z_alone():
     torch.testing.assert_close(output.loss, expected)
 
 
-def test_bag_of_words_loss_leaves_rec_alone_and_is_off_by_default():
-    plain = tiny_model(seed=3)
+def test_bag_of_words_loss_leaves_rec_alone_and_is_on_by_default():
+    plain = tiny_model(seed=3, bag_of_words_loss=0.0)
     with_bow = tiny_model(seed=3, bag_of_words_loss=1.0)
+    assert tiny_model().config.bag_of_words_loss == 1.0 and tiny_model().bag_of_words is not None
     assert plain.bag_of_words is None and with_bow.bag_of_words is not None
     with_bow.load_state_dict(plain.state_dict(), strict=False)  # the same encoder and decoder
     input_ids, attention_mask = random_batch(4)
@@ -56,7 +57,7 @@ def test_z_to_output_makes_the_decoder_read_z_past_the_recurrence():
     first, _ = model.reconstruction_loss(input_ids, attention_mask, z)
     second, _ = model.reconstruction_loss(input_ids, attention_mask, -z)
     assert not torch.allclose(first, second)
-    blind = tiny_model(z_to_inputs=False, z_to_initial_state=False)
+    blind = tiny_model(z_to_inputs=False, z_to_initial_state=False, z_to_output=False)
     torch.testing.assert_close(
         blind.reconstruction_loss(input_ids, attention_mask, z)[0],
         blind.reconstruction_loss(input_ids, attention_mask, -z)[0],

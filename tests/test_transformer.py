@@ -137,7 +137,9 @@ def test_kl_matches_closed_form(encoder_type, decoder_type):
     expected = torch.distributions.kl_divergence(posterior, prior)  # (B, Z)
     torch.testing.assert_close(output.kl_per_dim, expected)
     torch.testing.assert_close(output.kl, expected.sum(dim=1))
-    torch.testing.assert_close(output.loss, output.rec_loss.mean() + output.kl.mean())
+    # The default bag-of-words loss (Zhao et al. 2017) is part of the training loss, never of rec or KL.
+    bow = model.config.bag_of_words_loss * output.bow_loss.mean()
+    torch.testing.assert_close(output.loss, output.rec_loss.mean() + output.kl.mean() + bow)
 
 
 @pytest.mark.parametrize("encoder_type,decoder_type", PAIRS)

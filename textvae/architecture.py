@@ -50,7 +50,10 @@ ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
     "encoder_num_layers": ArchitectureOption("int", 1, "number of encoder layers"),
     "decoder_num_layers": ArchitectureOption("int", 1, "number of decoder layers"),
     "bidirectional_encoder": ArchitectureOption(
-        "bool", False, "run the recurrent encoder in both directions"
+        "bool | None",
+        None,
+        "run the recurrent encoder in both directions (default: yes for an lstm / gru encoder of a VAE, "
+        "which reconstructs better: README, 'What makes z carry the sentence')",
     ),
     "encoder_pooling": ArchitectureOption(
         "str", "mean", "transformer encoder pooling to mu/logvar: mean or summary (a learned first token)"
@@ -78,17 +81,18 @@ ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
         "transformer decoder: every position attends to a memory vector projected from z (Optimus)",
     ),
     "z_to_output": ArchitectureOption(
-        "bool",
-        False,
+        "bool | None",
+        None,
         "recurrent decoder: also add a projection of z to every output state before the vocabulary "
-        "projection, a skip connection from z past the recurrence (Dieng et al. 2019)",
+        "projection, a skip connection from z past the recurrence (Dieng et al. 2019) (default: yes for "
+        "an lstm / gru decoder of a VAE)",
     ),
     "bag_of_words_loss": ArchitectureOption(
-        "float",
-        0.0,
+        "float | None",
+        None,
         "weight of the bag-of-words loss (Zhao et al. 2017): an MLP predicts every word of the sentence "
         "from z alone, order ignored, which makes z carry the words; a training loss only, never in "
-        "rec or NLL; 0 disables",
+        "rec or NLL; 0 disables (default: 1.0 for a VAE, 0 for a language model)",
     ),
     "posterior_mean_batchnorm": ArchitectureOption(
         "float",

@@ -39,7 +39,7 @@ class TextVAEConfig(PretrainedConfig):
         decoder_type: str = "lstm",
         encoder_num_layers: int = 1,
         decoder_num_layers: int = 1,
-        bidirectional_encoder: bool = False,
+        bidirectional_encoder: bool | None = None,
         encoder_pooling: str = "mean",
         tie_embeddings: bool = False,
         decoder_input_dropout: float = 0.5,
@@ -47,8 +47,8 @@ class TextVAEConfig(PretrainedConfig):
         z_to_initial_state: bool = True,
         z_to_inputs: bool = True,
         z_to_memory: bool = True,
-        z_to_output: bool = False,
-        bag_of_words_loss: float = 0.0,
+        z_to_output: bool | None = None,
+        bag_of_words_loss: float | None = None,
         posterior_mean_batchnorm: float = 0.0,
         num_attention_heads: int = 4,
         intermediate_size: int = 1024,
@@ -74,6 +74,17 @@ class TextVAEConfig(PretrainedConfig):
         self.decoder_type = decoder_type
         self.encoder_num_layers = encoder_num_layers
         self.decoder_num_layers = decoder_num_layers
+        # None: the default that reads z best for this architecture (README, "What makes z carry the
+        # sentence"): a bidirectional recurrent encoder, z fed to every output state of a recurrent decoder
+        # (Dieng et al. 2019) and the bag-of-words loss (Zhao et al. 2017). Resolved here, so config.json
+        # always holds the value the model was built with.
+        recurrent_decoder = decoder_type in RNN_TYPES and latent_dim != 0
+        if bidirectional_encoder is None:
+            bidirectional_encoder = encoder_type in RNN_TYPES and latent_dim != 0
+        if z_to_output is None:
+            z_to_output = recurrent_decoder
+        if bag_of_words_loss is None:
+            bag_of_words_loss = 1.0 if latent_dim != 0 else 0.0
         self.bidirectional_encoder = bidirectional_encoder
         self.encoder_pooling = encoder_pooling
         self.tie_embeddings = tie_embeddings

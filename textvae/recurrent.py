@@ -208,7 +208,7 @@ class RecurrentDecoder(nn.Module):
         if state is None:
             state = self.initial_state(z)
         output, state = self.rnn(embedded, state)  # (B, T, H)
-        if self.latent_to_output is not None:
+        if self.latent_to_output is not None and z is not None:
             output = output + self.latent_to_output(z).unsqueeze(1)  # (B, T, H)
         return self.output_dropout(output), state
 
