@@ -111,7 +111,7 @@ class TrainConfig:
     kl_schedule: str | None = _option(
         None,
         f"KL weight schedule, one of {', '.join(KL_SCHEDULES)}; giving one turns the default target_kl off "
-        "(default: linear, under the target rate)",
+        "(default: none, the target rate sets the weight; linear with target_kl 0)",
     )
     kl_start: float = _option(0.0, "KL weight at step 0 (linear)")
     kl_warmup_steps: int = _option(
