@@ -461,3 +461,18 @@ def test_reconstruct_can_show_each_input_above_its_reconstruction(trained_run, c
         for pair in zip(sentences, plain.splitlines(), strict=True)
         for line in (pair[0], f"  -> {pair[1]}")
     ]
+
+
+def test_library_info_lines_stay_out_of_the_command_output():
+    # In a fresh process, as the command runs: logging is set before torch is imported. A Ctrl-C during
+    # torch's import left its loggers at the root's INFO, and its exit hook then printed "FakeTensor cache
+    # stats" lines after the one line that said what happened.
+    check = (
+        "import logging, sys; from textvae.cli import _configure_logging; _configure_logging(False); "
+        "assert 'torch' not in sys.modules; "
+        "print([logging.getLogger(n).isEnabledFor(logging.INFO) for n in "
+        "('torch._subclasses.fake_tensor', 'transformers.modeling_utils', 'datasets.builder', 'textvae.training')])"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[False, False, False, True]"

@@ -39,6 +39,9 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=level, format="textvae: %(message)s", stream=sys.stderr)
     for name in ("datasets", "transformers", "huggingface_hub", "filelock", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # torch logs its own info lines at exit ("FakeTensor cache stats" after a Ctrl-C during start-up): under
+    # the root handler they would follow the one line that says what happened.
+    logging.getLogger("torch").setLevel(logging.WARNING)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
