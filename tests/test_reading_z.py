@@ -122,3 +122,16 @@ def test_cli_takes_the_options(tmp_path, corpus_file, capsys):
         ["train", "--data", str(corpus_file), "-o", str(tmp_path / "bad"), "--bag-of-words-loss", "inf"]
     )
     assert code == 2 and "bag_of_words_loss" in capsys.readouterr().err.replace("-", "_")
+
+
+def test_z_to_output_is_skipped_without_a_z():
+    # reconstruction_loss(..., None) scores the decoder alone (the exact likelihood of a decoder that
+    # ignores z): the skip connection then adds nothing, as the initial state from z does.
+    model = tiny_model(z_to_output=True, z_to_inputs=False, z_to_initial_state=False)
+    input_ids, attention_mask = random_batch(3)
+    without = model.reconstruction_loss(input_ids, attention_mask, None)[0]
+    with torch.no_grad():
+        model.decoder.latent_to_output.weight.zero_()
+        model.decoder.latent_to_output.bias.zero_()
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(without, model.reconstruction_loss(input_ids, attention_mask, z)[0])
