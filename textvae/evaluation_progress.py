@@ -70,6 +70,22 @@ class ScoreProgress:
         self._saved_at = time.monotonic()
         self._unsaved = 0
 
+    @classmethod
+    def for_scoring(
+        cls, path: str | Path, model, split, options: dict, seed: int, every_seconds: float = 300.0
+    ) -> ScoreProgress:
+        """The progress file of scoring `split` with `model`: keyed by everything a batch's scores depend
+        on (weights and config, token ids, the scoring options of `evaluate`, seed and device)."""
+        names = ("iw_samples", "batch_size", "iw_chunk_size", "max_length", "compute_bleu")
+        key = {
+            "model": model_digest(model),
+            "split": split_digest(split),
+            "seed": seed,
+            "device": str(next(model.parameters()).device),
+            **{name: options[name] for name in names},
+        }
+        return cls(path, key, every_seconds)
+
     def __len__(self) -> int:
         return len(self.batches)
 

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from . import distributed
 from .data import LengthBucketSampler, TokenizedSplit, collate
-from .evaluation_progress import ScoreProgress, model_digest, split_digest
+from .evaluation_progress import ScoreProgress
 from .generation import generate
 from .latent_metrics import latent_results
 from .modeling import TextVAEModel
@@ -271,15 +271,9 @@ def evaluate(
     generation_options = (reference_lm, priors, num_forward_samples, interpolation_pairs, interpolation_steps)
     progress_file = None
     if progress_path is not None and not shard:
-        key = {
-            "model": model_digest(model),
-            "split": split_digest(split),
-            "seed": seed,
-            "device": str(next(model.parameters()).device),
-            **{name: options[name] for name in ("iw_samples", "batch_size", "iw_chunk_size", "max_length")},
-            "compute_bleu": compute_bleu,
-        }
-        progress_file = ScoreProgress(progress_path, key, progress_every_seconds)
+        progress_file = ScoreProgress.for_scoring(
+            progress_path, model, split, options, seed, progress_every_seconds
+        )
     try:
         with torch.no_grad():
             totals = _score_split(model, tokenizer, split, options, generators, shard, progress_file)
