@@ -178,6 +178,14 @@ def bad_inputs(tmp_path, run, corpus_file):
             "learning_rate must be a finite number",
         ),
         "nan beta": (["train", "--data", corpus_file, "--beta", "nan"], "beta must be a finite number"),
+        "an architecture option its decoder cannot take": (  # named before the vocabulary line
+            ["train", "--data", corpus_file, "--decoder-type", "transformer", "--z-to-output"],
+            "z_to_output applies to lstm / gru decoders",
+        ),
+        "a negative bag-of-words weight": (
+            ["train", "--data", corpus_file, "--bag-of-words-loss", "-2"],
+            "bag_of_words_loss must be a finite number >= 0",
+        ),
         "nan free bits": (
             ["train", "--data", corpus_file, "--free-bits", "nan"],
             "free_bits must be a finite number",
@@ -476,3 +484,28 @@ def test_library_info_lines_stay_out_of_the_command_output():
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[False, False, False, True]"
+
+
+def test_a_bad_architecture_option_is_the_only_line_before_the_corpus_is_read(tmp_path, corpus_file):
+    # A separate process, so the command's own logging reaches standard error as a user sees it.
+    command = [
+        sys.executable,
+        "-m",
+        "textvae",
+        "train",
+        "--data",
+        str(corpus_file),
+        "-o",
+        str(tmp_path / "r"),
+    ]
+    done = subprocess.run(
+        [*command, "--decoder-type", "transformer", "--z-to-output"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "textvae train: error: z_to_output applies to lstm / gru decoders, not 'transformer'"
+    ]
+    assert not (tmp_path / "r").exists()

@@ -28,6 +28,7 @@ from .training_config import TrainConfig
 from .training_setup import (
     PreparedData,
     build_model,
+    check_model_options,
     make_optimizer,
     make_scheduler,
     prepare_data,
@@ -137,6 +138,7 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
             source, tokenizer = None, None
             if config.init_decoder_from is not None:
                 source, tokenizer, _ = ckpt.load_run(config.init_decoder_from)
+            check_model_options(config)  # before the corpus is read: a bad option is the only line
             if main:  # before touching the folder: bad data or a bad source must not cost a user's files
                 check_reporter_available(config.report_to)
         data = _prepare_data_everywhere(config, tokenizer)

@@ -86,12 +86,19 @@ def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) ->
     )
 
 
-def build_model(config: TrainConfig, tokenizer) -> TextVAEModel:
-    """A fresh model: `config.model` options, vocabulary and special ids from the tokenizer."""
-    options = dict(config.model)
-    unknown = sorted(set(options) - set(TextVAEConfig().to_dict()))
+def check_model_options(config: TrainConfig) -> None:
+    """`ValueError` for architecture options that cannot build a model, named before the corpus is read (the
+    vocabulary size and special token ids, which come from the tokenizer, keep their defaults here)."""
+    unknown = sorted(set(config.model) - set(TextVAEConfig().to_dict()))
     if unknown:
         raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+    TextVAEConfig(**config.model)
+
+
+def build_model(config: TrainConfig, tokenizer) -> TextVAEModel:
+    """A fresh model: `config.model` options, vocabulary and special ids from the tokenizer."""
+    check_model_options(config)
+    options = dict(config.model)
     if config.word_dropout > 0 and tokenizer.unk_token_id in (None, tokenizer.eos_token_id):
         raise ValueError("word_dropout needs an unk token distinct from EOS, and this tokenizer has none")
     options.update(
