@@ -509,3 +509,25 @@ def test_a_bad_architecture_option_is_the_only_line_before_the_corpus_is_read(tm
         "textvae train: error: z_to_output applies to lstm / gru decoders, not 'transformer'"
     ]
     assert not (tmp_path / "r").exists()
+
+
+def test_progress_bars_redraw_once_a_minute_off_a_terminal(capsys, monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    run_cli(capsys, "sample", tmp_path / "missing", "-n", 1)  # standard error is captured: no terminal
+    assert os.environ["TQDM_MININTERVAL"] == "60"
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")  # the user's own choice is kept
+    run_cli(capsys, "sample", tmp_path / "missing", "-n", 1)
+    assert os.environ["TQDM_MININTERVAL"] == "5"
+    # tqdm reads it when it is first imported, which the command does after setting it.
+    check = (
+        "import sys; from textvae.cli import _pace_progress_bars; _pace_progress_bars(); "
+        "assert 'tqdm' not in sys.modules; from tqdm.auto import tqdm; print(tqdm(total=1).mininterval)"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "TQDM_MININTERVAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) == 60

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import evaluate, explore, generate, latent, scores, train
@@ -44,6 +45,14 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("torch").setLevel(logging.WARNING)
 
 
+def _pace_progress_bars() -> None:
+    """Off a terminal (a log file, CI) every redraw of a progress bar stays in the file: redraw at most once
+    a minute there instead of ten times a second. TQDM_MININTERVAL is tqdm's own way to change its
+    default; a value the user set is kept."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "60")
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Parse, letting sentences follow options too (`reconstruct RUN --strategy beam "a sentence"`)."""
     parser = build_parser()
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(argv)
         _configure_logging(args.verbose)
+        _pace_progress_bars()
         args.handler(args)
     except USER_ERRORS as error:
         # Under torchrun every process meets the error (training shares one process's with the others).
