@@ -143,6 +143,38 @@ def test_an_empty_stream_and_a_bad_column_are_clear_errors(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_byte_deep_in_a_streamed_file_is_named_before_training(tmp_path, capsys):
+    lines = make_sentences(3000, seed=3)
+    corpus = tmp_path / "deep.txt"
+    corpus.write_bytes(
+        ("\n".join(lines[:2499]) + "\n").encode() + b"caf\xe9 au lait\n" + "\n".join(lines[2500:]).encode()
+    )
+    args = ["train", "--data", corpus, "--streaming", "-o", tmp_path / "run", "--max-steps", 2]
+    assert run_cli_error(capsys, args, r"deep.txt is not UTF-8 \(bad byte at line 2500\); re-encode it") == 2
+    assert not (tmp_path / "run").exists()  # nothing trained, no folder
+    table = tmp_path / "deep.jsonl"
+    table.write_bytes(b'{"text": "a b"}\n' * 40 + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"deep.jsonl is not UTF-8 \(bad byte at line 41\)"):
+        prepare_data(TrainConfig(data=str(table), **STREAM))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 1 << 24])
+def test_the_utf8_check_reads_in_chunks_and_names_the_line(tmp_path, chunk_size):
+    from textvae.corpora import check_utf8_file
+
+    good = tmp_path / "good.txt"
+    good.write_text("naïve café\nüber ☃ 𝄞\n" * 3, encoding="utf-8")  # 2-, 3- and 4-byte characters
+    check_utf8_file(good, chunk_size=chunk_size)  # split across chunk edges, still valid
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("naïve\n☃\n".encode() + b"x\xe2\x98\n" + b"ok\n")  # a cut 3-byte character
+    with pytest.raises(ValueError, match=r"bad byte at line 3"):
+        check_utf8_file(bad, chunk_size=chunk_size)
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b"a\nb\n" + b"\xf0\x9d")  # ends inside a character
+    with pytest.raises(ValueError, match=r"bad byte at line 3"):
+        check_utf8_file(cut, chunk_size=chunk_size)
+
+
 def test_evaluating_a_streaming_run_scores_the_sentences_it_held_out(tmp_path, corpus_file):
     from textvae.evaluation import evaluate_run
 

@@ -7,6 +7,7 @@ each with one `text` column holding one sentence per row. `read_sentence_file` r
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -58,14 +59,32 @@ def check_text_file(path: Path, encoding_errors: str = "strict") -> None:
     if not raw.strip():
         raise ValueError(f"corpus file is empty: {path}")
     if encoding_errors == "strict":
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = raw[: error.start].count(b"\n") + 1
-            raise ValueError(
-                f"{path} is not UTF-8 (bad byte at line {line}); re-encode it, or pass "
-                f"--encoding-errors replace to replace bad bytes"
-            ) from None
+        check_utf8_file(path, hint="or pass --encoding-errors replace to replace bad bytes")
+
+
+def check_utf8_file(path: Path, hint: str = "", chunk_size: int = 1 << 24) -> None:
+    """`ValueError` naming the line of the first byte of `path` that is not UTF-8.
+
+    Read in chunks through an incremental decoder, so a file larger than memory (a corpus to stream) is
+    checked in one pass before training rather than failing when the stream reaches the byte.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    newlines = 0  # before the current chunk
+    with open(path, "rb") as stream:
+        while True:
+            chunk = stream.read(chunk_size)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                # error.object is the decoder's pending bytes (never a newline) followed by the chunk.
+                line = newlines + error.object[: error.start].count(b"\n") + 1
+                raise ValueError(
+                    f"{path} is not UTF-8 (bad byte at line {line}); re-encode it"
+                    + (f", {hint}" if hint else "")
+                ) from None
+            if not chunk:
+                return
+            newlines += chunk.count(b"\n")
 
 
 def _split_files(folder: Path) -> dict[str, Path]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import datasets
 
-from .corpora import _TABLE_FORMATS, resolve_source
+from .corpora import _TABLE_FORMATS, check_utf8_file, resolve_source
 from .data import LengthBucketSampler, encode_sentences, warn_overlong
 from .distributed import derived_seed
 from .token_storage import PackedSequences, TokenizedSplit
@@ -59,6 +59,8 @@ def _check_file(path: Path) -> None:
 def _text_streams(files: dict[str, Path], encoding_errors: str) -> datasets.IterableDatasetDict:
     for path in files.values():
         _check_file(path)
+        if encoding_errors == "strict":  # one pass now, not an error hours in, when the stream gets there
+            check_utf8_file(path, hint="or pass --encoding-errors replace to replace bad bytes")
     return datasets.load_dataset(
         "text",
         data_files={split: str(path) for split, path in files.items()},
@@ -70,6 +72,7 @@ def _text_streams(files: dict[str, Path], encoding_errors: str) -> datasets.Iter
 
 def _table_streams(path: Path, text_column: str) -> datasets.IterableDatasetDict:
     _check_file(path)
+    check_utf8_file(path)
     builder, options = _TABLE_FORMATS[path.suffix.lower()]
     if builder == "csv":
         options = {**options, "encoding": "utf-8-sig"}
