@@ -6,6 +6,7 @@ is resumed.
 
     python scripts/ptb_table.py --rows all --output-dir runs/ptb_table            # the full table
     python scripts/ptb_table.py --rows 2,4 --epochs 3 --iw-samples 50 --limit 500  # a quick, smaller budget
+    python scripts/ptb_table.py --rows rate --results-dir scripts/ptb_table/results  # rows for the commit
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def parse_args() -> argparse.Namespace:
         help=f"language model run for forward PPL (default: the table's {REFERENCE_ROW} run, trained first)",
     )
     parser.add_argument("--interpolation-pairs", type=int, default=100)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="also write each evaluated row as <row>.json here (scripts/ptb_table/results for the committed "
+        "table: what is committed is then exactly what was evaluated)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args()
@@ -174,6 +182,9 @@ def run_row(path: Path, args: argparse.Namespace) -> dict:
         **results,
     }
     (run_dir / "table_row.json").write_text(json.dumps(row, indent=2) + "\n")
+    if args.results_dir is not None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        (args.results_dir / f"{path.stem}.json").write_text(json.dumps(row, indent=2) + "\n")
     return row
 
 

@@ -71,11 +71,15 @@ def test_script_trains_evaluates_and_writes_the_table(ptb_table, tiny_ptb, tmp_p
     table = (output / "results.md").read_text()
     assert table.startswith("| row | rec | KL | -ELBO | NLL | PPL | MI | AU |")
     assert "| 1_lm |" in table and "| 2_anneal |" in table and "Texar VAE" in table
-    # A finished row is not trained again: re-running only re-evaluates, with the same numbers.
+    # A finished row is not trained again: re-running only re-evaluates, with the same numbers; with
+    # --results-dir each row is also written where the table's committed rows live.
     weights = (output / "2_anneal" / "model.safetensors").stat().st_mtime_ns
-    run_script(ptb_table, monkeypatch, *args, "--data-dir", str(tiny_ptb), "--no-progress")
+    committed = tmp_path / "results"
+    more = ["--data-dir", str(tiny_ptb), "--no-progress", "--results-dir", str(committed)]
+    run_script(ptb_table, monkeypatch, *args, *more)
     assert (output / "2_anneal" / "model.safetensors").stat().st_mtime_ns == weights
     assert json.loads((output / "results.json").read_text()) == rows
+    assert [json.loads((committed / f"{row['row']}.json").read_text()) for row in rows] == rows
 
 
 def test_a_row_that_starts_from_another_row_trains_that_row_first(ptb_table, tiny_ptb, tmp_path, monkeypatch):
