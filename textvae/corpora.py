@@ -8,6 +8,7 @@ each with one `text` column holding one sentence per row. `read_sentence_file` r
 from __future__ import annotations
 
 import codecs
+import itertools
 import logging
 import os
 import re
@@ -59,32 +60,34 @@ def check_text_file(path: Path, encoding_errors: str = "strict") -> None:
     if not raw.strip():
         raise ValueError(f"corpus file is empty: {path}")
     if encoding_errors == "strict":
-        check_utf8_file(path, hint="or pass --encoding-errors replace to replace bad bytes")
+        _raise_if_not_utf8(path, [raw], hint="or pass --encoding-errors replace to replace bad bytes")
 
 
 def check_utf8_file(path: Path, hint: str = "", chunk_size: int = 1 << 24) -> None:
     """`ValueError` naming the line of the first byte of `path` that is not UTF-8.
 
-    Read in chunks through an incremental decoder, so a file larger than memory (a corpus to stream) is
-    checked in one pass before training rather than failing when the stream reaches the byte.
+    Read in chunks, so a file larger than memory (a corpus to stream) is checked in one pass before
+    training rather than failing when the stream reaches the byte.
     """
+    with open(path, "rb") as stream:
+        _raise_if_not_utf8(path, iter(lambda: stream.read(chunk_size), b""), hint)
+
+
+def _raise_if_not_utf8(path: Path, chunks, hint: str = "") -> None:
+    """`ValueError` naming the line of the first byte of `chunks` (the file's bytes, in order) that is not
+    UTF-8; an incremental decoder carries a character cut between two chunks over to the next."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     newlines = 0  # before the current chunk
-    with open(path, "rb") as stream:
-        while True:
-            chunk = stream.read(chunk_size)
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as error:
-                # error.object is the decoder's pending bytes (never a newline) followed by the chunk.
-                line = newlines + error.object[: error.start].count(b"\n") + 1
-                raise ValueError(
-                    f"{path} is not UTF-8 (bad byte at line {line}); re-encode it"
-                    + (f", {hint}" if hint else "")
-                ) from None
-            if not chunk:
-                return
-            newlines += chunk.count(b"\n")
+    for chunk in itertools.chain(chunks, [b""]):  # the empty last chunk ends the input (final)
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as error:
+            # error.object is the decoder's pending bytes (never a newline) followed by the chunk.
+            line = newlines + error.object[: error.start].count(b"\n") + 1
+            raise ValueError(
+                f"{path} is not UTF-8 (bad byte at line {line}); re-encode it" + (f", {hint}" if hint else "")
+            ) from None
+        newlines += chunk.count(b"\n")
 
 
 def _split_files(folder: Path) -> dict[str, Path]:
