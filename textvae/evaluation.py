@@ -18,7 +18,7 @@ import datasets
 from . import distributed
 from .data import TokenizedSplit
 from .latent_metrics import active_units, mutual_information
-from .scoring import batch_generators, importance_weighted_nll
+from .scoring import IW_SAMPLES, batch_generators, importance_weighted_nll
 from .split_evaluation import evaluate
 
 __all__ = [
@@ -109,7 +109,7 @@ def evaluate_run(
     options["show_progress"] = options.get("show_progress", True) and main
     name = split if split != "file" else f"file-{Path(data).stem}"
     name = f"eval-{name}" + (f"-first{limit}" if limit else "")
-    name += f"-k{options.get('iw_samples', 500) if model.config.has_latent else 0}"
+    name += f"-k{options.get('iw_samples', IW_SAMPLES) if model.config.has_latent else 0}"
     progress_path = None
     if save and not distributed.is_distributed():
         # A stop costs minutes, not the hour of a K = 500 NLL: the same command resumes the scoring.

@@ -21,6 +21,8 @@ from .modeling import TextVAEModel, gaussian_kl, gaussian_log_density
 from .tokenization import decode_ids
 
 # Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
+# K of the importance-weighted NLL (Burda et al. 2016), as He et al. 2019 and Li et al. 2019 evaluate.
+IW_SAMPLES = 500
 _STREAMS = ("elbo", "iw", "mi", "prior", "forward", "interpolation")
 
 
@@ -35,7 +37,7 @@ def encode_batch(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 def importance_weighted_nll(
     model: TextVAEModel,
     batch: dict[str, torch.Tensor],
-    iw_samples: int = 500,
+    iw_samples: int = IW_SAMPLES,
     chunk_size: int = 50,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -142,7 +144,7 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
 
 @torch.no_grad()
 def score_sentences(
-    model, split: TokenizedSplit, iw_samples: int = 500, batch_size: int = 32, seed: int = 0
+    model, split: TokenizedSplit, iw_samples: int = IW_SAMPLES, batch_size: int = 32, seed: int = 0
 ) -> list[dict]:
     """Per-sentence likelihood scores, in the split's order: a list of dicts (floats, nats).
 

@@ -26,7 +26,7 @@ from .evaluation_progress import ScoreProgress
 from .generation import generate
 from .latent_metrics import latent_results
 from .modeling import TextVAEModel
-from .scoring import batch_generators, score_batch, stream_generators
+from .scoring import IW_SAMPLES, batch_generators, score_batch, stream_generators
 from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
 from .tokenization import decode_ids
 
@@ -209,7 +209,7 @@ def evaluate(
     tokenizer: PreTrainedTokenizerBase,
     split: TokenizedSplit,
     *,
-    iw_samples: int = 500,
+    iw_samples: int = IW_SAMPLES,
     batch_size: int = 32,
     iw_chunk_size: int = 50,
     au_threshold: float = 0.01,
@@ -253,8 +253,8 @@ def evaluate(
     progress_path: a JSON file where the scores of the split's batches are kept as they come (every
     progress_every_seconds), so that a stopped evaluation called again with the same model, split, options
     and seed on the same device scores only the batches it had not: the figures equal an uninterrupted
-    run's exactly at the same thread count (`evaluation_progress.ScoreProgress`). The caller removes the file once the results are saved. Not
-    with shard.
+    run's exactly at the same thread count (`evaluation_progress.ScoreProgress`). The caller removes the
+    file once the results are saved. Not with shard.
     """
     options = dict(
         iw_samples=iw_samples, batch_size=batch_size, iw_chunk_size=iw_chunk_size, max_length=max_length,
