@@ -116,8 +116,6 @@ def test_progress_is_written_only_when_its_interval_has_passed(tmp_path):
     restored = again.get(0, torch.device("cpu"))
     assert torch.equal(restored[0], sums) and restored[1] is None and restored[3:] == (["a"], ["b"])
     assert again.get(1, torch.device("cpu")) is None
-    again.remove()
-    assert not path.exists()
 
 
 def test_evaluate_run_resumes_a_stopped_evaluation_and_removes_its_progress(

@@ -125,7 +125,3 @@ class ScoreProgress:
             write_json(self.path, {"key": self.key, "batches": {str(n): r for n, r in self.batches.items()}})
             self._unsaved = 0
         self._saved_at = time.monotonic()
-
-    def remove(self) -> None:
-        """Delete the file once the evaluation it served is saved."""
-        self.path.unlink(missing_ok=True)
