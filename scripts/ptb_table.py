@@ -7,6 +7,13 @@ is resumed.
     python scripts/ptb_table.py --rows all --output-dir runs/ptb_table            # the full table
     python scripts/ptb_table.py --rows 2,4 --epochs 3 --iw-samples 50 --limit 500  # a quick, smaller budget
     python scripts/ptb_table.py --rows rate --results-dir scripts/ptb_table/results  # rows for the commit
+    python scripts/ptb_table.py --rows rate --jobs 8 --max-train-minutes 6   # one GPU, a time-boxed lease
+
+--jobs N trains N rows at once, each in its own process (one GPU holds several of these small models and
+their steps are bound by kernel launches, not by the GPU), then evaluates them the same way; each
+process's log is OUTPUT_DIR/<row>.log. --max-train-minutes M stops each row's training after M minutes
+(`textvae train --max-minutes`): a row stopped early is evaluated as it stands, at its best epoch so far,
+with "finished": false in its JSON, and the next run of this script resumes it.
 """
 
 from __future__ import annotations
@@ -16,12 +23,17 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 from textvae.checkpointing import HISTORY_NAME, TRAINER_STATE_NAME, checkpoint_folders, load_model
 from textvae.evaluation import evaluate_run
+from textvae.prior_distributions import PRIOR_CONFIG_NAME
+from textvae.priors import fit_prior_for_run
 from textvae.training import train
 from textvae.training_config import TrainConfig, read_config_file
 
@@ -91,7 +103,22 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args()
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="rows trained (then evaluated) at once, each in its own process"
+    )
+    parser.add_argument(
+        "--max-train-minutes",
+        type=float,
+        default=None,
+        help="stop each row's training after this many minutes and evaluate it as it stands (resumed later)",
+    )
+    parser.add_argument("--phase", choices=("train", "evaluate"), default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be positive, got {args.jobs}")
+    if args.max_train_minutes is not None and not 0 < args.max_train_minutes < float("inf"):
+        parser.error(f"--max-train-minutes must be positive, got {args.max_train_minutes}")
+    return args
 
 
 def select_rows(spec: str) -> list[Path]:
@@ -131,10 +158,11 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
     overrides = {"data_dir": args.data_dir, "device": args.device, "progress": not args.no_progress}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.max_train_minutes is not None:
+        overrides["max_minutes"] = args.max_train_minutes
     checkpoints = checkpoint_folders(run_dir) if run_dir.is_dir() else []
     if checkpoints:
-        state = json.loads((checkpoints[-1] / TRAINER_STATE_NAME).read_text())
-        if state["finished"] and state["epoch"] >= overrides.get("epochs", state["epoch"]):
+        if is_finished(run_dir, overrides.get("epochs")):
             return
         train(None, resume=run_dir, overrides=overrides)
         return
@@ -150,6 +178,15 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
     train(config, output_dir=run_dir, overwrite=True)
 
 
+def is_finished(run_dir: Path, epochs: int | None = None) -> bool:
+    """Whether the run's last checkpoint finished training (to `epochs`, when given)."""
+    checkpoints = checkpoint_folders(run_dir) if run_dir.is_dir() else []
+    if not checkpoints:
+        return False
+    state = json.loads((checkpoints[-1] / TRAINER_STATE_NAME).read_text())
+    return state["finished"] and state["epoch"] >= (epochs or state["epoch"])
+
+
 def reference_lm(args: argparse.Namespace) -> Path:
     """The reference language model of forward PPL: --reference-lm, or the table's own, trained first."""
     if args.reference_lm is not None:
@@ -159,22 +196,32 @@ def reference_lm(args: argparse.Namespace) -> Path:
     return run_dir
 
 
-def run_row(path: Path, args: argparse.Namespace) -> dict:
+def run_row(path: Path, args: argparse.Namespace, training: bool = True) -> dict | None:
+    """Train the row (unless `training` is False) and evaluate it; None when it has no epoch to evaluate."""
     run_dir = args.output_dir / path.stem
-    train_row(path, run_dir, args)
-    history = json.loads((run_dir / HISTORY_NAME).read_text())
+    if training:
+        train_row(path, run_dir, args)
+    history = json.loads((run_dir / HISTORY_NAME).read_text()) if (run_dir / HISTORY_NAME).is_file() else []
+    if not history:
+        logging.warning("%s: no finished epoch to evaluate yet", path.stem)
+        return None
     device = None if args.device == "auto" else args.device
+    finished = is_finished(run_dir, args.epochs)
+    model = load_model(run_dir)
+    if not finished and model.config.has_latent and not (run_dir / PRIOR_CONFIG_NAME).is_file():
+        # Training fits the aggregate prior when it finishes; a row stopped early gets it here.
+        fit_prior_for_run(run_dir, device=device)
     results = evaluate_run(
         run_dir, "ptb", args.data_dir, "validation", limit=args.limit, device=device,
         iw_samples=args.iw_samples, show_progress=not args.no_progress,
         reference_lm=reference_lm(args), interpolation_pairs=args.interpolation_pairs,
     )  # fmt: skip
     results.pop("au_variances", None)
-    model = load_model(run_dir)
     row = {
         "row": path.stem,
         "config": str(path.relative_to(ROW_DIR.parent.parent)),
         "epochs": len(history),
+        "finished": finished,
         "best_epoch": min(history, key=lambda record: record["neg_elbo"])["epoch"],
         "train_minutes": round(sum(record["seconds"] for record in history) / 60, 1),
         "machine": machine(args.device),
@@ -210,14 +257,101 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n" + note + "\n" + PUBLISHED
 
 
+def child_command(args: argparse.Namespace, row: str, phase: str) -> list[str]:
+    """This script, for one row and one phase, with the options of this run."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--rows",
+        row,
+        "--phase",
+        phase,
+        "--no-progress",
+    ]
+    command += [
+        "--output-dir",
+        str(args.output_dir),
+        "--data-dir",
+        str(args.data_dir),
+        "--device",
+        args.device,
+    ]
+    command += ["--iw-samples", str(args.iw_samples), "--interpolation-pairs", str(args.interpolation_pairs)]
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--limit", args.limit),
+        ("--reference-lm", args.reference_lm),
+        ("--results-dir", args.results_dir),
+        ("--max-train-minutes", args.max_train_minutes),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    return command
+
+
+def run_jobs(commands: dict[str, list[str]], jobs: int, log_dir: Path, after: dict[str, str]) -> list[str]:
+    """Run the commands `jobs` at a time (a row waits for the row named in `after`); the rows that failed."""
+    waiting, running, failed = dict(commands), {}, []
+    while waiting or running:
+        for row, process in list(running.items()):
+            if process.poll() is not None:
+                del running[row]
+                logging.info("%s: %s", row, "done" if process.returncode == 0 else f"failed, see {row}.log")
+                if process.returncode != 0:
+                    failed.append(row)
+        ready = [row for row in waiting if after.get(row) not in waiting and after.get(row) not in running]
+        for row in ready[: jobs - len(running)]:
+            with open(log_dir / f"{row}.log", "a", encoding="utf-8") as log:
+                running[row] = subprocess.Popen(waiting.pop(row), stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(1)
+    return failed
+
+
+def run_parallel(paths: list[Path], args: argparse.Namespace) -> None:
+    """Train every row (and the reference LM), `args.jobs` at a time, then evaluate them all the same way."""
+    names = [path.stem for path in paths]
+    trained = list(names)
+    if args.reference_lm is None and REFERENCE_ROW not in trained:
+        trained.insert(0, REFERENCE_ROW)
+    after = {}
+    for name in trained:  # a row whose decoder starts from another row's run trains after it
+        source = read_config_file(ROW_DIR / f"{name}.yaml").get("init_decoder_from")
+        if source is not None and (ROW_DIR / f"{source}.yaml").is_file():
+            after[name] = source
+            if source not in trained:
+                trained.insert(0, source)
+    logging.info("training %s, %d at a time", ", ".join(trained), args.jobs)
+    run_jobs({row: child_command(args, row, "train") for row in trained}, args.jobs, args.output_dir, after)
+    logging.info("evaluating %s, %d at a time", ", ".join(names), args.jobs)
+    failed = run_jobs(
+        {row: child_command(args, row, "evaluate") for row in names}, args.jobs, args.output_dir, {}
+    )
+    if failed:
+        logging.warning("rows that failed: %s", ", ".join(failed))
+
+
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path in select_rows(args.rows):
-        logging.info("=== %s", path.stem)
-        run_row(path, args)
+    paths = select_rows(args.rows)
+    if args.phase == "train":
+        for path in paths:
+            train_row(path, args.output_dir / path.stem, args)
+        return
+    if args.phase == "evaluate":
+        for path in paths:
+            run_row(path, args, training=False)
+        return
+    if args.jobs > 1:
+        run_parallel(paths, args)
+    else:
+        for path in paths:
+            logging.info("=== %s", path.stem)
+            run_row(path, args)
     rows = [json.loads(path.read_text()) for path in sorted(args.output_dir.glob("*/table_row.json"))]
+    if not rows:
+        raise SystemExit(f"no row of {args.output_dir} has a finished epoch to evaluate yet")
     (args.output_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.output_dir / "results.md").write_text(markdown(rows))
     print(markdown(rows))

@@ -91,3 +91,37 @@ def test_a_row_that_starts_from_another_row_trains_that_row_first(ptb_table, tin
     assert json.loads((vae / "train_config.json").read_text())["init_decoder_from"] == str(lm)
     assert (vae / "tokenizer.json").read_text() == (lm / "tokenizer.json").read_text()
     assert [row["row"] for row in json.loads((output / "results.json").read_text())] == ["6_from_lm"]
+
+
+def test_rows_train_in_parallel_and_a_time_boxed_row_is_evaluated_as_it_stands(
+    ptb_table, tiny_ptb, tmp_path, monkeypatch
+):
+    from textvae.checkpointing import checkpoint_folders
+
+    output = tmp_path / "table"
+    common = ["--rows", "2", "--iw-samples", "3", "--interpolation-pairs", "2", "--jobs", "2"]
+    common += ["--output-dir", str(output), "--data-dir", str(tiny_ptb)]
+    run_script(ptb_table, monkeypatch, *common, "--epochs", "1")
+    # The row and the reference LM each trained in a process of its own, which logged to its own file.
+    assert "epoch 1" in (output / "2_anneal.log").read_text() and (output / "6_lm.log").is_file()
+    row = json.loads((output / "2_anneal" / "table_row.json").read_text())
+    assert row["finished"] and row["epochs"] == 1 and row["forward_ppl"] > 1
+    run = output / "2_anneal"
+    steps = json.loads((checkpoint_folders(run)[-1] / "trainer_state.json").read_text())["step"]
+    for name in ("prior.json", "prior.safetensors"):  # as if training had never fitted it
+        (run / name).unlink()
+    # Two epochs asked for, but the time box stops training one step into the second: the row is
+    # evaluated at its first epoch, with an aggregate prior fitted for it, and marked unfinished.
+    run_script(ptb_table, monkeypatch, *common, "--epochs", "2", "--max-train-minutes", "0.0001")
+    state = json.loads((checkpoint_folders(run)[-1] / "trainer_state.json").read_text())
+    assert state["step"] == steps + 1 and not state["finished"]
+    row = json.loads((run / "table_row.json").read_text())
+    assert not row["finished"] and row["epochs"] == 1 and row["forward_ppl_aggregate"] > 1
+    assert (run / "prior.json").is_file()
+
+
+def test_jobs_and_time_box_must_be_positive(ptb_table, monkeypatch, capsys):
+    for flags in (["--jobs", "0"], ["--max-train-minutes", "0"], ["--max-train-minutes", "nan"]):
+        with pytest.raises(SystemExit):
+            run_script(ptb_table, monkeypatch, *flags)
+        assert "must be positive" in capsys.readouterr().err

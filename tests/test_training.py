@@ -445,3 +445,33 @@ def test_a_run_stopped_before_its_first_validation_holds_its_latest_weights(tmp_
     saved = load_file(str(run / "model.safetensors"))
     latest = load_file(str(checkpoint_folders(run)[-1] / "model.safetensors"))
     assert saved.keys() == latest.keys() and all(torch.equal(saved[k], latest[k]) for k in saved)
+
+
+def test_max_minutes_stops_at_a_checkpoint_and_resume_runs_on_to_the_uninterrupted_weights(
+    tmp_path, corpus_file, monkeypatch
+):
+    import textvae.trainer as trainer_module
+
+    config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 2, "save_minutes": 0})
+    whole = train(config, output_dir=tmp_path / "whole")
+    seconds = iter(range(0, 10**6, 20))  # every reading of the trainer's clock: 20 s later
+    monkeypatch.setattr(trainer_module, "_clock", lambda: next(seconds))
+    timed = TrainConfig(**{**config.to_dict(), "max_minutes": 1.0})
+    stopped = train(timed, output_dir=tmp_path / "stopped")
+    state = json.loads((checkpoint_folders(stopped)[-1] / "trainer_state.json").read_text())
+    assert not state["finished"] and 0 < state["step"] < 10  # a few steps in: 1 minute of 20 s readings
+    # The limit belongs to that invocation, not to the run: a plain resume trains on to the end.
+    assert json.loads((stopped / "train_config.json").read_text())["max_minutes"] is None
+    monkeypatch.undo()
+    resumed = train(None, resume=stopped)
+    last = checkpoint_folders(resumed)[-1]
+    assert json.loads((last / "trainer_state.json").read_text())["finished"]
+    expected, got = weights(checkpoint_folders(whole)[-1]), weights(last)
+    assert last.name == checkpoint_folders(whole)[-1].name
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_max_minutes_must_be_positive(value):
+    with pytest.raises(ValueError, match="max_minutes must be positive"):
+        TrainConfig(data="x.txt", max_minutes=value)

@@ -153,7 +153,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
 
     def _run_epoch(self) -> bool:
-        """Train the rest of the current epoch; False when max_steps stopped it early."""
+        """Train the rest of the current epoch; False when max_steps or max_minutes stopped it early."""
         config, state = self.config, self.state
         self.model.train()
         batches, total = self._epoch_batches()
@@ -190,11 +190,27 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             if config.max_steps is not None and state["step"] >= config.max_steps:
                 self._checkpoint()
                 return False
+            if self._out_of_time():
+                self._checkpoint()
+                logger.info(self._out_of_time_message())
+                return False
             if (config.save_steps and state["step"] % config.save_steps == 0) or (
                 config.save_minutes and _clock() - self._last_save >= 60 * config.save_minutes
             ):
                 self._checkpoint()
         return True
+
+    def _out_of_time(self) -> bool:
+        """Whether --max-minutes of this invocation's training have passed."""
+        minutes = self.config.max_minutes
+        return minutes is not None and _clock() - self._started >= 60 * minutes
+
+    def _out_of_time_message(self) -> str:
+        return (
+            f"--max-minutes {self.config.max_minutes:g} reached at step {self.state['step']} (epoch "
+            f"{self.state['epoch'] + 1}): a checkpoint is written; continue with textvae train --resume "
+            f"{self.run_dir}"
+        )
 
     def _epoch_batches(self) -> tuple:
         """((split, global batch indices) for the rest of the current epoch, their number or None)."""
@@ -340,7 +356,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         )
 
     def train(self) -> list[dict]:
-        """Train to the last epoch, early stop, or max_steps; return the validation history."""
+        """Train to the last epoch, early stop, max_steps or max_minutes; return the validation history."""
         self.forward_model = distributed.wrap_model(self.model, self.device)
         if self.model.mean_norm is not None:  # BN-VAE's statistics over the global batch
             self.model.mean_norm.synchronize = distributed.is_distributed()
@@ -364,6 +380,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
 
     def _train(self) -> list[dict]:
         state = self.state
+        self._started = _clock()
         while state["epoch"] < self.config.epochs and not state["finished"]:
             # A resumed epoch counts the time it ran before the checkpoint it resumed from.
             now = _clock()
@@ -379,4 +396,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                 state["finished"] = True
             state["finished"] = state["finished"] or state["epoch"] >= self.config.epochs
             self._checkpoint()
+            if not state["finished"] and self._out_of_time():
+                logger.info(self._out_of_time_message())
+                return state["history"]
         return state["history"]

@@ -151,10 +151,11 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
             if main:
                 prepare_run_dir(run_dir, overwrite)
     with distributed.shared_errors():
-        if main:  # max_steps stops this invocation; it is no hyperparameter: a resumed run runs on (but a
-            # streaming run's schedule over the whole run takes it as its length: there it is kept)
+        if main:  # max_steps and max_minutes stop this invocation; they are no hyperparameters: a resumed
+            # run runs on (but a streaming run's schedule over the whole run takes max_steps as its length:
+            # there it is kept)
             keep = config.streaming and config.schedule_needs_total_steps()
-            saved = config if keep else dataclasses.replace(config, max_steps=None)
+            saved = dataclasses.replace(config, max_minutes=None, **({} if keep else {"max_steps": None}))
             saved.save(run_dir / ckpt.TRAIN_CONFIG_NAME)
         trainer = Trainer(config, run_dir, model, data)
         if checkpoint is not None:

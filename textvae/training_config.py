@@ -93,6 +93,11 @@ class TrainConfig:
     max_steps: int | None = _option(
         None, "stop after this many optimiser steps in all (a checkpoint is written)"
     )
+    max_minutes: float | None = _option(
+        None,
+        "stop this invocation after this many minutes of training, at a checkpoint; --resume continues "
+        "(a time-boxed run: a shared machine, a lease)",
+    )
     batch_size: int = _option(
         32,
         "sentences per optimiser step: the global batch, which N torchrun processes share (about "
@@ -239,6 +244,8 @@ class TrainConfig:
         for name in ("max_steps", "max_length", "max_vocab_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         non_negative = (
             "learning_rate",
             "weight_decay",

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The PTB table's rate-fidelity rows on one GPU, in one time-boxed lease.
+#
+#   bash scripts/ptb_table_gpu.sh run DATA_DIR WORK [TRAIN_MINUTES [ROWS]]   # train, then evaluate
+#   bash scripts/ptb_table_gpu.sh pack WORK DEST                            # what to bring back
+#
+# run: every row of ROWS (default: the language model 6_lm, row 6's recipe 6_best and the rate rows)
+# trains at once, each in its own process (`scripts/ptb_table.py --jobs`): these models are small and a
+# step at batch 32 is bound by kernel launches, so one GPU serves them all, with CUDA MPS when the machine
+# has it (the processes' kernels then run side by side instead of taking turns). Training stops after
+# TRAIN_MINUTES (default 6.5; `--max-train-minutes`: a row not done is evaluated at its best epoch so far,
+# with "finished": false); then every row is evaluated the same way (K = 500, reference LM 6_lm). WORK gets
+# runs/ (the run folders), results/ (one JSON per row), table.log, and DONE at the end. EXTRA_OPTIONS (an
+# environment variable) goes to ptb_table.py as well, for a quick check on the CPU, for example
+# "--limit 20 --iw-samples 2 --interpolation-pairs 2".
+#
+# pack: WORK's small files (results, logs, each run's config, history, metrics and prior, no weights) as
+# DEST/table.tgz, and, once DONE, the best weights of 6_lm and rate_100 in 15 MB parts
+# (DEST/models.tar.part-*: cat them into one tar), for use beyond the lease.
+set -uo pipefail
+
+mode=${1:?"usage: ptb_table_gpu.sh run DATA_DIR WORK [TRAIN_MINUTES [ROWS]] | pack WORK DEST"}
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ "$mode" = pack ]; then
+    work=${2:?WORK}
+    dest=${3:?DEST}
+    mkdir -p "$dest"
+    tar czf "$dest/table.tgz" -C "$work" --exclude='*.safetensors' --exclude='checkpoint-*' \
+        --exclude='.tmp-*' --exclude='*.partial.json' .
+    if [ -f "$work/DONE" ]; then
+        (cd "$work/runs" && find 6_lm rate_100 -maxdepth 1 -type f 2>/dev/null | tar cf - -T -) |
+            split -b 15M - "$dest/models.tar.part-"
+    fi
+    ls -la "$dest"
+    exit 0
+fi
+
+data_dir=${2:?DATA_DIR}
+work=${3:?WORK}
+minutes=${4:-6.5}
+rows=${5:-6_lm,6_best,rate_8,rate_15,rate_30,rate_60,rate_100}
+jobs=$(($(tr -cd , <<<"$rows" | wc -c) + 1))
+mkdir -p "$work/runs" "$work/results"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export HF_HOME=${HF_HOME:-/tmp/textvae-hf} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+{
+    date -u
+    if command -v nvidia-smi >/dev/null; then nvidia-smi -L; fi
+    python3 -c "import torch, transformers, datasets; print('torch', torch.__version__, 'cuda', \
+torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets', datasets.__version__)"
+    if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+        # Kept only if a CUDA client works under it.
+        if timeout 90 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+            echo "CUDA MPS on"
+        else
+            echo quit | nvidia-cuda-mps-control
+            echo "CUDA MPS off: a CUDA client failed under it"
+        fi
+    fi
+    # shellcheck disable=SC2086  # EXTRA_OPTIONS is a list of options
+    python3 "$here/ptb_table.py" --rows "$rows" --jobs "$jobs" --max-train-minutes "$minutes" \
+        --output-dir "$work/runs" --data-dir "$data_dir" --results-dir "$work/results" --no-progress \
+        ${EXTRA_OPTIONS:-}
+    echo "exit $?"
+    date -u
+} >>"$work/table.log" 2>&1
+touch "$work/DONE"
