@@ -8,7 +8,7 @@
 # trains at once, each in its own process (`scripts/ptb_table.py --jobs`): these models are small and a
 # step at batch 32 is bound by kernel launches, so one GPU serves them all, with CUDA MPS when the machine
 # has it (the processes' kernels then run side by side instead of taking turns). Training stops after
-# TRAIN_MINUTES (default 6.5; `--max-train-minutes`: a row not done is evaluated at its best epoch so far,
+# TRAIN_MINUTES (default 6; `--max-train-minutes`: a row not done is evaluated at its best epoch so far,
 # with "finished": false); then every row is evaluated the same way (K = 500, reference LM 6_lm). WORK gets
 # runs/ (the run folders), results/ (one JSON per row), table.log, and DONE at the end. EXTRA_OPTIONS (an
 # environment variable) goes to ptb_table.py as well, for a quick check on the CPU, for example
@@ -38,7 +38,7 @@ fi
 
 data_dir=${2:?DATA_DIR}
 work=${3:?WORK}
-minutes=${4:-6.5}
+minutes=${4:-6}
 rows=${5:-6_lm,6_best,rate_8,rate_15,rate_30,rate_60,rate_100}
 jobs=$(($(tr -cd , <<<"$rows" | wc -c) + 1))
 mkdir -p "$work/runs" "$work/results"
