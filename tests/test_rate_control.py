@@ -118,3 +118,24 @@ def test_target_kl_from_the_command_line(tmp_path, capsys):
     assert [record["kl_target"] for record in records[:4]] == [0.625, 1.25, 1.875, 2.5]
     assert main([*args, "--target-kl", "-1", "--overwrite"]) == 2
     assert "target_kl must be positive" in capsys.readouterr().err
+
+
+def test_a_target_below_what_the_model_keeps_at_the_bound_warns_and_a_larger_bound_reaches_lower(
+    tmp_path, caplog
+):
+    # A strong bag-of-words loss makes z worth more than its KL at weight 1: the controller pins the weight
+    # at --beta and the KL stays above a low target, which training says once; a larger bound goes lower.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(make_sentences(200, seed=2)) + "\n")
+    model = dict(embedding_size=32, hidden_size=32, latent_dim=8, bag_of_words_loss=3.0)
+    options = _options(corpus, epochs=6, target_kl=0.5, kl_controller_ki=0.1, model=model)
+    with caplog.at_level("WARNING", logger="textvae"):
+        bounded = train(TrainConfig(**options), output_dir=tmp_path / "bounded")
+    warnings = [
+        record.getMessage() for record in caplog.records if "stays above --target-kl" in record.getMessage()
+    ]
+    assert len(warnings) == 1 and "--beta 1" in warnings[0]
+    freer = train(TrainConfig(**{**options, "beta": 50.0}), output_dir=tmp_path / "freer")
+    last = {run: json.loads((run / "history.json").read_text())[-1] for run in (bounded, freer)}
+    assert last[bounded]["kl"] > 0.55 and last[bounded]["kl_weight"] == 1.0
+    assert last[freer]["kl"] < last[bounded]["kl"] and last[freer]["kl_weight"] > 1.0

@@ -73,7 +73,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         if config.pretrain_epochs and model.config.decoder_type == "hf":
             raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
-        self.controller = None
+        self.controller, self._warned_out_of_reach = None, False
         if config.target_kl is not None and model.config.has_latent:
             self.controller = KLController(
                 target=config.target_kl,
@@ -239,6 +239,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         """Validate, keep the best model, step the plateau scheduler; True when early stopping fires."""
         config, state = self.config, self.state
         metrics = self._validate(seconds)
+        self._warn_if_target_out_of_reach(metrics["kl"])
         self._end_aggressive_epoch(metrics)
         save = self._is_best(metrics["neg_elbo"])
         if self.is_main:
@@ -262,6 +263,24 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             state["best_neg_elbo"], state["epochs_without_improvement"] = None, 0
         patience = config.early_stopping_patience
         return bool(patience) and state["epochs_without_improvement"] >= patience
+
+    def _warn_if_target_out_of_reach(self, valid_kl: float) -> None:
+        """Once a run: the KL stays above its target with the weight at its bound, so the target cannot be
+        met (at weight 1, the bag-of-words loss and free bits keep more than a low target in z)."""
+        controller = self.controller
+        if controller is None or self._warned_out_of_reach or not self.is_main:
+            return
+        settled = controller.step >= controller.warmup_steps
+        if settled and controller.beta >= controller.beta_max and valid_kl > 1.1 * controller.target:
+            self._warned_out_of_reach = True
+            logger.warning(
+                "valid KL %.2f stays above --target-kl %g with the KL weight at its bound --beta %g: this "
+                "model keeps more than the target in z at that weight (the bag-of-words loss and free bits "
+                "push the KL up); allow a larger weight with --beta, or lower --bag-of-words-loss",
+                valid_kl,
+                controller.target,
+                controller.beta_max,
+            )
 
     def _validate(self, seconds: float) -> dict:
         """The epoch's validation figures, recorded in the history and the metrics log."""

@@ -128,7 +128,11 @@ class TrainConfig:
     )
     kl_cycles: int = _option(4, "cyclical: number of cycles over the whole training (Fu et al. 2019)")
     kl_cycle_ratio: float = _option(0.5, "cyclical: share of each cycle spent increasing the weight")
-    beta: float = _option(1.0, "maximum KL weight")
+    beta: float = _option(
+        1.0,
+        "maximum KL weight; with target_kl the controller's bound: above 1 it can hold a KL below what the "
+        "model keeps at weight 1 (which the bag-of-words loss and free bits raise)",
+    )
     target_kl: float | None = _option(
         None,
         "target rate: KL in nats per sentence that a PI controller keeps the batch KL at by setting the KL "
