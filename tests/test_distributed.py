@@ -277,6 +277,8 @@ def runs(tmp_path_factory) -> dict:
         "streaming": str(folder / "two_streaming"),
         "aggressive": str(folder / "two_aggressive"),
         "aggressive_options": AGGRESSIVE,
+        "timeboxed": str(folder / "two_timeboxed"),
+        "max_minutes": 0.0002,  # 12 ms: out of time after the first step
     }
     (folder / "spec.json").write_text(json.dumps(spec))
     torchrun("tests/distributed_worker.py", str(folder / "spec.json"))
@@ -305,6 +307,14 @@ def test_two_processes_train_the_weights_of_one(runs):
         [{k: v for k, v in r.items() if k != "seconds"} for r in expected],
         [{k: v for k, v in r.items() if k != "seconds"} for r in records],
     )
+
+
+def test_the_main_process_clock_stops_every_process_of_a_time_boxed_run_at_the_same_step(runs):
+    # The second process's clock never moved: had it decided for itself, it would have waited for the
+    # first in the next step's gradient all-reduce, and the launch would not have ended.
+    run = Path(runs["timeboxed"])
+    state = json.loads((checkpoint_folders(run)[-1] / "trainer_state.json").read_text())
+    assert 1 <= state["step"] < 10 and not state["finished"]
 
 
 def test_two_processes_train_the_weights_of_one_with_aggressive_encoder_updates(runs):

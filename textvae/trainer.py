@@ -203,7 +203,11 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
     def _out_of_time(self) -> bool:
         """Whether --max-minutes of this invocation's training have passed."""
         minutes = self.config.max_minutes
-        return minutes is not None and _clock() - self._started >= 60 * minutes
+        if minutes is None:
+            return False
+        late = _clock() - self._started >= 60 * minutes
+        # The main process's clock decides, so that every process stops after the same step.
+        return bool(distributed.broadcast_object(late)) if distributed.is_distributed() else late
 
     def _out_of_time_message(self) -> str:
         return (
