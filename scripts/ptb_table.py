@@ -259,23 +259,9 @@ def markdown(rows: list[dict]) -> str:
 
 def child_command(args: argparse.Namespace, row: str, phase: str) -> list[str]:
     """This script, for one row and one phase, with the options of this run."""
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--rows",
-        row,
-        "--phase",
-        phase,
-        "--no-progress",
-    ]
-    command += [
-        "--output-dir",
-        str(args.output_dir),
-        "--data-dir",
-        str(args.data_dir),
-        "--device",
-        args.device,
-    ]
+    command = [sys.executable, str(Path(__file__).resolve()), "--rows", row, "--phase", phase]
+    command += ["--no-progress", "--output-dir", str(args.output_dir), "--data-dir", str(args.data_dir)]
+    command += ["--device", args.device]
     command += ["--iw-samples", str(args.iw_samples), "--interpolation-pairs", str(args.interpolation_pairs)]
     for flag, value in (
         ("--epochs", args.epochs),
@@ -314,20 +300,20 @@ def run_parallel(paths: list[Path], args: argparse.Namespace) -> None:
     if args.reference_lm is None and REFERENCE_ROW not in trained:
         trained.insert(0, REFERENCE_ROW)
     after = {}
-    for name in trained:  # a row whose decoder starts from another row's run trains after it
+    for name in list(trained):  # a row whose decoder starts from another row's run trains after it
         source = read_config_file(ROW_DIR / f"{name}.yaml").get("init_decoder_from")
         if source is not None and (ROW_DIR / f"{source}.yaml").is_file():
             after[name] = source
             if source not in trained:
                 trained.insert(0, source)
     logging.info("training %s, %d at a time", ", ".join(trained), args.jobs)
-    run_jobs({row: child_command(args, row, "train") for row in trained}, args.jobs, args.output_dir, after)
+    commands = {row: child_command(args, row, "train") for row in trained}
+    failed = run_jobs(commands, args.jobs, args.output_dir, after)
     logging.info("evaluating %s, %d at a time", ", ".join(names), args.jobs)
-    failed = run_jobs(
-        {row: child_command(args, row, "evaluate") for row in names}, args.jobs, args.output_dir, {}
-    )
+    commands = {row: child_command(args, row, "evaluate") for row in names}
+    failed += run_jobs(commands, args.jobs, args.output_dir, {})
     if failed:
-        logging.warning("rows that failed: %s", ", ".join(failed))
+        logging.warning("failed (see their logs): %s", ", ".join(failed))
 
 
 def main() -> None:
