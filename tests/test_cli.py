@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -531,3 +532,18 @@ def test_progress_bars_redraw_once_a_minute_off_a_terminal(capsys, monkeypatch, 
     )
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) == 60
+
+
+def test_training_progress_off_a_terminal_is_not_a_line_per_step(tmp_path):
+    # The bar's figures (loss, kl, beta) are shown at the bar's own pace, not at every step: a log file
+    # (make demo > log, CI) used to get one line per step.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(make_sentences(200, seed=5)) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "textvae", "train", "--data", str(corpus), "-o", str(tmp_path / "run")]
+    command += ["--epochs", "3", "--batch-size", "8", "--embedding-size", "8", "--hidden-size", "8"]
+    command += ["--latent-dim", "2", "--no-fit-prior", "--no-plot-each-epoch"]
+    environment = {key: value for key, value in os.environ.items() if key != "TQDM_MININTERVAL"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = json.loads(max((tmp_path / "run").glob("checkpoint-*/trainer_state.json")).read_text())["step"]
+    assert steps >= 60 and done.stderr.count("loss=") <= 6  # a few per epoch at most

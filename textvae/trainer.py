@@ -173,6 +173,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                 kl=f"{metrics['kl']:.2f}"
                 + (f"/{metrics['kl_target']:.1f}" if "kl_target" in metrics else ""),
                 beta=f"{metrics['kl_weight']:.3f}",
+                refresh=False,  # shown at the bar's own pace: a log file gets no line per step
             )
             averaged = self._sum_for_log(metrics)
             if state["step"] % config.log_steps == 0:
