@@ -160,10 +160,9 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
         overrides["epochs"] = args.epochs
     if args.max_train_minutes is not None:
         overrides["max_minutes"] = args.max_train_minutes
-    checkpoints = checkpoint_folders(run_dir) if run_dir.is_dir() else []
-    if checkpoints:
-        if is_finished(run_dir, overrides.get("epochs")):
-            return
+    if is_finished(run_dir, overrides.get("epochs")):
+        return
+    if run_dir.is_dir() and checkpoint_folders(run_dir):
         train(None, resume=run_dir, overrides=overrides)
         return
     values = read_config_file(path)
