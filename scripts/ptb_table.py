@@ -44,6 +44,7 @@ COLUMNS = (
     ("neg_elbo", "-ELBO", "{:.2f}"),
     ("nll", "NLL", "{:.2f}"),
     ("ppl", "PPL", "{:.2f}"),
+    ("nll_aggregate", "NLL aggr. prior", "{:.2f}"),
     ("mi", "MI", "{:.2f}"),
     ("au", "AU", "{:d}"),
     ("recon_bleu", "recon BLEU", "{:.2f}"),

@@ -15,8 +15,10 @@ from textvae.evaluation import (
     evaluate,
     format_results,
     importance_weighted_nll,
+    importance_weighted_scores,
     mutual_information,
 )
+from textvae.priors import AggregatePrior, StandardPrior
 from textvae.tokenization import train_word_tokenizer
 
 TEXTS = [
@@ -142,6 +144,84 @@ def test_prior_encoder_gives_the_exact_likelihood_and_no_latent_use(tokenizer):
     assert abs(results["mi"]) < 0.75  # Monte Carlo noise of 8 sentences only (the hand check is below)
     assert results["nll"] == pytest.approx(float(exact.mean()), abs=1e-5)
     assert results["rec"] == pytest.approx(float(exact.mean()), abs=1e-5)
+
+
+def unit_gaussian_prior(mean) -> AggregatePrior:
+    """A one-component mixture N(mean, I)."""
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    return AggregatePrior(torch.ones(1), mean[None], torch.eye(len(mean))[None])
+
+
+def test_a_mixture_equal_to_the_standard_prior_gives_the_same_nll(tokenizer):
+    model = shifted_posterior_model(tokenizer)
+    batch = make_batch(model, make_split(tokenizer))
+    scores = importance_weighted_scores(
+        model, batch, unit_gaussian_prior([0.0] * 4), 3000, 500, torch.Generator().manual_seed(3)
+    )
+    plain = importance_weighted_nll(model, batch, 3000, 500, torch.Generator().manual_seed(3))
+    assert torch.equal(scores["nll"], plain)  # the N(0, I) estimate is untouched by scoring a second prior
+    torch.testing.assert_close(scores["nll_prior"], plain, rtol=0, atol=1e-9)
+    with torch.no_grad():
+        mu, logvar = model.encode(batch["input_ids"], batch["attention_mask"])
+        closed_form = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
+    # Monte Carlo over 3,000 draws of a KL of about 2 nats: well within 0.15
+    torch.testing.assert_close(scores["kl_prior"], closed_form.double(), rtol=0, atol=0.15)
+
+
+def test_prior_nll_and_kl_of_a_shifted_prior_match_hand_computation(tokenizer):
+    # q(z | x) = N(0, I) for every sentence and a decoder that never reads z: p(x) is the decoder's exact
+    # likelihood under any prior, and KL(N(0, I) || N(m, I)) = |m|^2 / 2.
+    model = prior_encoder(
+        make_model(tokenizer, z_to_initial_state=False, z_to_inputs=False, z_to_output=False)
+    )
+    batch = make_batch(model, make_split(tokenizer))
+    with torch.no_grad():
+        exact = model.reconstruction_loss(batch["input_ids"], batch["attention_mask"], None)[0].double()
+    same = importance_weighted_scores(model, batch, unit_gaussian_prior([0.0] * 4), 50, 50)
+    torch.testing.assert_close(same["nll_prior"], exact, rtol=0, atol=1e-5)  # every weight is exactly p(x)
+    shift = [0.6, -0.3, 0.0, 0.2]  # |m|^2 / 2 = 0.245
+    scores = importance_weighted_scores(
+        model, batch, unit_gaussian_prior(shift), 4000, 1000, torch.Generator().manual_seed(0)
+    )
+    assert float(scores["kl_prior"].mean()) == pytest.approx(0.245, abs=0.03)
+    # Each weight p(z) / q(z) has mean 1 and variance exp(|m|^2) - 1 = 0.63: the log of the mean of 4,000
+    # of them is 0 within 0.06 (about 5 standard errors).
+    torch.testing.assert_close(scores["nll_prior"], exact, rtol=0, atol=0.06)
+    torch.testing.assert_close(scores["nll"], exact, rtol=0, atol=1e-5)
+
+
+def test_evaluate_reports_the_aggregate_prior_nll_beside_the_standard_one(tokenizer):
+    model, split = make_model(tokenizer), make_split(tokenizer)
+    plain = evaluate(model, tokenizer, split, **QUICK)
+    assert plain["nll_aggregate"] is None and plain["ppl_aggregate"] is None and plain["kl_aggregate"] is None
+    aggregate = AggregatePrior(
+        torch.ones(2) / 2, torch.tensor([[0.5] * 4, [-0.5] * 4]), torch.ones(2, 4), "diag"
+    )
+    priors = {"standard": StandardPrior(4), "aggregate": aggregate}
+    results = evaluate(model, tokenizer, split, **QUICK, priors=priors)
+    keys = ("nll_aggregate", "ppl_aggregate", "kl_aggregate")
+    assert {key: plain[key] for key in plain if key not in keys} == {
+        key: results[key] for key in results if key not in keys
+    }  # the other figures, bit for bit
+    assert math.isfinite(results["nll_aggregate"]) and results["nll_aggregate"] != results["nll"]
+    assert results["ppl_aggregate"] == pytest.approx(
+        math.exp(results["nll_aggregate"] * len(split) / split.num_target_tokens())
+    )
+    assert results["kl_aggregate"] > 0
+    assert "NLL, aggregate prior" in format_results(results)
+    json.dumps(results)
+
+
+def test_a_mixture_that_gives_the_posterior_no_density_has_no_perplexity(tokenizer, caplog):
+    # A point-like mixture (an inactive unit's means never move): the draws of q(z | x) are ~1e12 variances
+    # away, the NLL is huge but finite, and its perplexity, out of float range, is None with a warning.
+    model, split = make_model(tokenizer), make_split(tokenizer)
+    point = AggregatePrior(torch.ones(1), torch.zeros(1, 4), torch.full((1, 4), 1e-12), "diag")
+    with caplog.at_level("WARNING"):
+        results = evaluate(model, tokenizer, split, **QUICK, priors={"aggregate": point})
+    assert results["nll_aggregate"] > 1e9 and results["ppl_aggregate"] is None
+    assert "almost no density" in caplog.text
+    json.dumps(results, allow_nan=False)
 
 
 def test_mutual_information_of_identical_posteriors_matches_hand_computation():

@@ -84,6 +84,27 @@ def test_saved_scores_of_other_options_or_weights_are_not_used(tokenizer, tmp_pa
     assert len(calls) == 4
 
 
+def test_saved_scores_of_another_aggregate_prior_are_not_used(tokenizer, tmp_path, monkeypatch):
+    from textvae.priors import AggregatePrior, StandardPrior
+
+    def priors(shift: float) -> dict:
+        mixture = AggregatePrior(torch.ones(1), torch.full((1, 4), shift), torch.eye(4)[None])
+        return {"standard": StandardPrior(4), "aggregate": mixture}
+
+    model, split = make_model(tokenizer), make_split(tokenizer)
+    path = tmp_path / "eval.partial.json"
+    evaluate(
+        model, tokenizer, split, **OPTIONS, priors=priors(0.5), progress_path=path, progress_every_seconds=0
+    )
+    calls = count_scored_batches(monkeypatch)
+    again = evaluate(model, tokenizer, split, **OPTIONS, priors=priors(0.5), progress_path=path)
+    assert len(calls) == 0 and again["nll_aggregate"] is not None
+    other = evaluate(model, tokenizer, split, **OPTIONS, priors=priors(0.25), progress_path=path)
+    assert len(calls) == 4  # another mixture: its NLL is scored anew
+    assert other == evaluate(model, tokenizer, split, **OPTIONS, priors=priors(0.25))
+    assert other["nll_aggregate"] != again["nll_aggregate"] and other["nll"] == again["nll"]
+
+
 def test_a_corrupt_progress_file_is_scored_anew(tokenizer, tmp_path, monkeypatch, caplog):
     model, split = make_model(tokenizer), make_split(tokenizer)
     path = tmp_path / "eval.partial.json"

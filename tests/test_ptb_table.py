@@ -69,7 +69,7 @@ def test_script_trains_evaluates_and_writes_the_table(ptb_table, tiny_ptb, tmp_p
     for row in rows:
         assert row["epochs"] == 2 and row["num_sentences"] == 6 and row["parameters"] > 0
     table = (output / "results.md").read_text()
-    assert table.startswith("| row | rec | KL | -ELBO | NLL | PPL | MI | AU |")
+    assert table.startswith("| row | rec | KL | -ELBO | NLL | PPL | NLL aggr. prior | MI | AU |")
     assert "| 1_lm |" in table and "| 2_anneal |" in table and "Texar VAE" in table
     # A finished row is not trained again: re-running only re-evaluates, with the same numbers; with
     # --results-dir each row is also written where the table's committed rows live.

@@ -4,8 +4,8 @@
 every metric of BENCHMARKS.md over a tokenized split), saves the results as JSON in the run folder, and
 `format_results` prints them as a table. Under torchrun the processes share the scoring and the figures
 equal one process's. The metrics' own names stay importable from here: `evaluate`,
-`importance_weighted_nll` and `batch_generators` (scoring.py), `mutual_information` and `active_units`
-(latent_metrics.py).
+`importance_weighted_nll`, `importance_weighted_scores` and `batch_generators` (scoring.py),
+`mutual_information` and `active_units` (latent_metrics.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import datasets
 from . import distributed
 from .data import TokenizedSplit
 from .latent_metrics import active_units, mutual_information
-from .scoring import IW_SAMPLES, batch_generators, importance_weighted_nll
+from .scoring import IW_SAMPLES, batch_generators, importance_weighted_nll, importance_weighted_scores
 from .split_evaluation import evaluate
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_run",
     "format_results",
     "importance_weighted_nll",
+    "importance_weighted_scores",
     "mutual_information",
 ]
 logger = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ _TABLE_ROWS = (
     ("nll", "NLL (importance weighted)", "{:.3f}"),
     ("iw_samples", "  samples K", "{:d}"),
     ("ppl", "PPL (from NLL)", "{:.2f}"),
+    ("nll_aggregate", "NLL, aggregate prior", "{:.3f}"),
+    ("ppl_aggregate", "PPL, aggregate prior", "{:.2f}"),
+    ("kl_aggregate", "KL to the aggregate prior", "{:.3f}"),
     ("mi", "MI", "{:.3f}"),
     ("au", "AU", "{:d}"),
     ("au_threshold", "  AU threshold", "{:g}"),

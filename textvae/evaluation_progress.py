@@ -33,6 +33,14 @@ def model_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def prior_digest(prior) -> str:
+    """sha256 of an `AggregatePrior`'s weights, means and covariances (float64) and covariance type."""
+    digest = hashlib.sha256(prior.covariance_type.encode("utf-8"))
+    for tensor in (prior.weights, prior.means, prior.covariances):
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def split_digest(split) -> str:
     """sha256 of a `TokenizedSplit`'s token ids and sentence boundaries (the encoder's too, if any)."""
     digest = hashlib.sha256()
@@ -84,13 +92,17 @@ class ScoreProgress:
             "device": str(next(model.parameters()).device),
             **{name: options[name] for name in names},
         }
+        prior = options.get("aggregate_prior")
+        if prior is not None:  # its NLL is scored too: saved scores count only for the same mixture
+            key["aggregate_prior"] = prior_digest(prior)
         return cls(path, key, every_seconds)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def get(self, number: int, device: torch.device) -> tuple | None:
-        """(sums (3,) float64, mu, logvar (B, Z) float64 or None, hypotheses, references) of a scored batch."""
+        """(sums (3,) float64, or (5,) with an aggregate prior (`_score_split`), mu, logvar (B, Z) float64 or
+        None, hypotheses, references) of a scored batch."""
         record = self.batches.get(number)
         if record is None:
             return None

@@ -51,6 +51,27 @@ def importance_weighted_nll(
     memory does not grow with K. All K draws are made up front, so the result does not depend on
     `chunk_size`. For a language model (no latent) the likelihood is exact and no sample is drawn.
     """
+    return importance_weighted_scores(model, batch, None, iw_samples, chunk_size, generator)["nll"]
+
+
+@torch.no_grad()
+def importance_weighted_scores(
+    model: TextVAEModel,
+    batch: dict[str, torch.Tensor],
+    prior=None,
+    iw_samples: int = IW_SAMPLES,
+    chunk_size: int = 50,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """`importance_weighted_nll` under `N(0, I)` and, with the same K draws, under another `prior`.
+
+    prior: an object with `log_prob((N, Z)) -> (N,)` (an `AggregatePrior`: the model whose prior is the
+    mixture fitted to the aggregate posterior, the second stage of Dai & Wipf 2019), or None. Returns
+    "nll" (B,) float64 as `importance_weighted_nll`, and with a prior also "nll_prior", the same estimate
+    with `log p(z_k)` from `prior`, and "kl_prior", the Monte Carlo KL(q(z | x) || prior) over the K draws
+    (mean of `log q(z_k | x) - log prior(z_k)`). The decoder runs once for both: only `log p(z_k)` differs,
+    so the two NLLs are compared on the same samples.
+    """
     if iw_samples < 1:
         raise ValueError(f"iw_samples must be positive, got {iw_samples}")
     if chunk_size < 1:
@@ -60,7 +81,7 @@ def importance_weighted_nll(
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     if not model.config.has_latent:
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, None)
-        return rec.double()
+        return {"nll": rec.double()}
     mu, logvar = encode_batch(model, batch)  # (B, Z)
     batch_size, latent_dim = mu.shape
     eps = torch.randn(
@@ -68,11 +89,18 @@ def importance_weighted_nll(
     )
     z_all = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps  # (B, K, Z)
     z64, mu64, logvar64 = z_all.double(), mu[:, None].double(), logvar[:, None].double()
-    # log p(z_k) - log q(z_k | x), (B, K): the prior is N(0, I).
-    log_ratio = gaussian_log_density(
-        z64, torch.zeros_like(z64), torch.zeros_like(z64)
-    ) - gaussian_log_density(z64, mu64, logvar64)
-    log_total = torch.full((batch_size,), -math.inf, dtype=torch.float64, device=mu.device)
+    log_posterior = gaussian_log_density(z64, mu64, logvar64)  # (B, K)
+    # log p(z_k) - log q(z_k | x), (B, K), for the prior N(0, I) and for `prior`.
+    log_ratios = {
+        "nll": gaussian_log_density(z64, torch.zeros_like(z64), torch.zeros_like(z64)) - log_posterior
+    }
+    if prior is not None:
+        log_prior = prior.log_prob(z64.reshape(-1, latent_dim)).to(log_posterior).view(batch_size, iw_samples)
+        log_ratios["nll_prior"] = log_prior - log_posterior
+    log_totals = {
+        name: torch.full((batch_size,), -math.inf, dtype=torch.float64, device=mu.device)
+        for name in log_ratios
+    }
     for start in range(0, iw_samples, chunk_size):
         z = z_all[:, start : start + chunk_size]  # (B, C, Z)
         count = z.size(1)
@@ -81,9 +109,14 @@ def importance_weighted_nll(
             attention_mask.repeat_interleave(count, dim=0),
             z.reshape(batch_size * count, latent_dim),
         )
-        log_weights = log_ratio[:, start : start + count] - rec.view(batch_size, count).double()  # (B, C)
-        log_total = torch.logaddexp(log_total, log_weights.logsumexp(dim=1))
-    return -(log_total - math.log(iw_samples))
+        rec = rec.view(batch_size, count).double()
+        for name, log_ratio in log_ratios.items():
+            log_weights = log_ratio[:, start : start + count] - rec  # (B, C)
+            log_totals[name] = torch.logaddexp(log_totals[name], log_weights.logsumexp(dim=1))
+    scores = {name: -(total - math.log(iw_samples)) for name, total in log_totals.items()}
+    if prior is not None:
+        scores["kl_prior"] = -log_ratios["nll_prior"].mean(dim=1)
+    return scores
 
 
 def stream_generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
@@ -113,10 +146,12 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
     """Per-sentence rec, KL and IW NLL of one batch, its posteriors and its greedy reconstructions.
 
     batch: collated (`input_ids` (B, T), `attention_mask` (B, T), optional encoder ids) on the model's
-    device; options: iw_samples, iw_chunk_size, compute_bleu, max_length (of the reconstructions);
-    generators: the "elbo" and "iw" ones of `batch_generators`. Returns rec, kl and nll, (B,) float64;
-    mu and logvar, (B, Z) float64 (None for a language model); hypotheses and references, the decoded
-    reconstructions and inputs (empty unless compute_bleu).
+    device; options: iw_samples, iw_chunk_size, compute_bleu, max_length (of the reconstructions), and
+    optionally aggregate_prior (an `AggregatePrior`); generators: the "elbo" and "iw" ones of
+    `batch_generators`. Returns rec, kl and nll, (B,) float64; with an aggregate prior also nll_aggregate
+    and kl_aggregate (`importance_weighted_scores` under it); mu and logvar, (B, Z) float64 (None for a
+    language model); hypotheses and references, the decoded reconstructions and inputs (empty unless
+    compute_bleu).
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     out = {"mu": None, "logvar": None, "hypotheses": [], "references": []}
@@ -125,9 +160,13 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
         eps = torch.randn(mu.shape, generator=generators["elbo"], device=mu.device, dtype=mu.dtype)
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, mu + torch.exp(0.5 * logvar) * eps)
         out["kl"] = gaussian_kl(mu.double(), logvar.double()).sum(dim=1)  # (B,)
-        out["nll"] = importance_weighted_nll(
-            model, batch, options["iw_samples"], options["iw_chunk_size"], generators["iw"]
+        prior = options.get("aggregate_prior")
+        scores = importance_weighted_scores(
+            model, batch, prior, options["iw_samples"], options["iw_chunk_size"], generators["iw"]
         )
+        out["nll"] = scores["nll"]
+        if prior is not None:
+            out["nll_aggregate"], out["kl_aggregate"] = scores["nll_prior"], scores["kl_prior"]
         out["mu"], out["logvar"] = mu.double(), logvar.double()  # (B, Z), kept on the device for MI
         if options["compute_bleu"]:
             # Greedy reconstruction from the posterior mean, as in BENCHMARKS.md.

@@ -31,6 +31,7 @@ from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
 from .tokenization import decode_ids
 
 logger = logging.getLogger(__name__)
+_MAX_LOG_PPL = math.log(1e300)  # a perplexity above this is not worth a float
 
 
 @contextlib.contextmanager
@@ -43,6 +44,12 @@ def _saved_on_exit(progress_file: ScoreProgress | None):
             progress_file.save()
 
 
+def _sum_names(options: dict) -> tuple[str, ...]:
+    """The per-sentence scores `_score_split` sums: rec, kl, nll, and the aggregate prior's two if any."""
+    extra = ("nll_aggregate", "kl_aggregate") if options.get("aggregate_prior") is not None else ()
+    return ("rec", "kl", "nll", *extra)
+
+
 def _score_split(
     model,
     tokenizer,
@@ -52,7 +59,8 @@ def _score_split(
     shard: bool = False,
     progress_file: ScoreProgress | None = None,
 ) -> dict:
-    """Sums of rec, KL and NLL over the split, all posteriors (N, Z), reconstructions and references.
+    """Sums of rec, KL and NLL (and, with an aggregate prior, of nll_aggregate and kl_aggregate) over the
+    split, all posteriors (N, Z), reconstructions and references.
 
     shard: every process of the group scores every N-th batch; the sums are reduced and the posteriors and
     texts gathered, in the split's batch order, on every process. progress_file: batches it holds are read
@@ -63,7 +71,8 @@ def _score_split(
     batches = LengthBucketSampler(split.lengths, options["batch_size"], shuffle=False).batches()
     rank, processes = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
     mine = range(rank, len(batches), processes)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # rec, kl, nll
+    names = _sum_names(options)
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     parts = []  # (batch number, mu, logvar, hypotheses, references)
     total = sum(len(batches[number]) for number in mine)
     progress = tqdm(total=total, desc="evaluating", unit="sent", disable=not options["show_progress"])
@@ -76,7 +85,7 @@ def _score_split(
                     k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()
                 }
                 scores = score_batch(model, tokenizer, batch, options, batch_generators(generators, number))
-                batch_sums = torch.stack([scores[key].sum() for key in ("rec", "kl", "nll")])
+                batch_sums = torch.stack([scores[key].sum() for key in names])
                 texts = scores["hypotheses"], scores["references"]
                 posterior = [scores["mu"], scores["logvar"]]  # (B, Z) each, or None
                 if progress_file is not None:
@@ -94,7 +103,7 @@ def _score_split(
         parts = sorted(
             (part for group in distributed.gather_objects(parts) for part in group), key=lambda p: p[0]
         )
-    totals = dict(zip(("rec", "kl", "nll"), sums.tolist(), strict=True))
+    totals = dict(zip(names, sums.tolist(), strict=True))
     totals["mu"] = [part[1].to(device) for part in parts if part[1] is not None]
     totals["logvar"] = [part[2].to(device) for part in parts if part[2] is not None]
     totals["hypotheses"] = [text for part in parts for text in part[3]]
@@ -186,6 +195,29 @@ def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | N
         "nll": totals["nll"] / count,
         "ppl": math.exp(totals["nll"] / num_tokens),
         "iw_samples": iw_samples,
+        # The same decoder with the mixture fitted to the aggregate posterior as its prior (two-stage VAE),
+        # scored on the same K draws; None without one.
+        "nll_aggregate": None,
+        "ppl_aggregate": None,
+        "kl_aggregate": None,
+    } | (_aggregate_likelihood(totals, count, num_tokens) if "nll_aggregate" in totals else {})
+
+
+def _aggregate_likelihood(totals: dict, count: int, num_tokens: int) -> dict:
+    """nll_aggregate, ppl_aggregate, kl_aggregate from the split's sums; ppl None past float range."""
+    per_token = totals["nll_aggregate"] / num_tokens
+    if per_token > _MAX_LOG_PPL:
+        # A mixture fitted to posterior means is nearly a point in a dimension whose means never move
+        # (an inactive unit), where q(z | x) spreads over N(0, 1): the draws get almost no density there.
+        logger.warning(
+            "the aggregate prior gives the posterior's draws almost no density (%.3g nats per token): "
+            "its perplexity is out of float range; inactive latent dimensions do this",
+            per_token,
+        )
+    return {
+        "nll_aggregate": totals["nll_aggregate"] / count,
+        "ppl_aggregate": math.exp(per_token) if per_token <= _MAX_LOG_PPL else None,
+        "kl_aggregate": totals["kl_aggregate"] / count,
     }
 
 
@@ -233,7 +265,10 @@ def evaluate(
     - rec: `-log p(x | z)`, one `z ~ q(z | x)` per sentence; kl: closed form; neg_elbo: rec + kl (weight 1);
     - nll: importance weighted with K = iw_samples (`importance_weighted_nll`);
     - ppl_bound, ppl: `exp(sum neg_elbo / num_tokens)`, `exp(sum nll / num_tokens)`, where num_tokens
-      counts the words plus one EOS per sentence (73,760 on PTB valid).
+      counts the words plus one EOS per sentence (73,760 on PTB valid);
+    - nll_aggregate, ppl_aggregate, kl_aggregate: when `priors` holds an "aggregate" one (the mixture
+      `fit-prior` fitted to the training posteriors), the same decoder's NLL with that mixture as its
+      prior, on the same K draws (`importance_weighted_scores`), and the Monte Carlo KL to it; else None.
     Latent: mi (`mutual_information`), au with au_variances and au_threshold (`active_units`), recon_bleu
     (corpus BLEU of greedy reconstructions from the posterior mean; bleu_signature says how it was scored).
     Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
@@ -264,6 +299,7 @@ def evaluate(
     )  # fmt: skip
     _check_options(split, options)
     has_latent = model.config.has_latent
+    options["aggregate_prior"] = (priors or {}).get("aggregate") if has_latent else None
     tokenize = bleu_tokenization(tokenizer)
     generators = stream_generators(seed, next(model.parameters()).device)
     was_training = model.training
