@@ -15,8 +15,10 @@
 # "--limit 20 --iw-samples 2 --interpolation-pairs 2".
 #
 # pack: WORK's small files (results, logs, each run's config, history, metrics and prior, no weights) as
-# DEST/table.tgz, and, once DONE, the best weights of 6_lm and rate_100 in 15 MB parts
-# (DEST/models.tar.part-*: cat them into one tar), for use beyond the lease.
+# DEST/table.tgz, and, once DONE, whole run folders with their best weights, in the order of MODELS
+# (default "rate_100 6_lm"), as many as fit beside it in the device tool's 64 MiB (PACK_BUDGET_MB, default
+# 63): one DEST/<row>.tar.part-* set each, in 15 MB parts (cat them into one tar). A model that does not
+# fit is named and left out, never cut short.
 set -uo pipefail
 
 mode=${1:?"usage: ptb_table_gpu.sh run DATA_DIR WORK [TRAIN_MINUTES [ROWS]] | pack WORK DEST"}
@@ -29,8 +31,20 @@ if [ "$mode" = pack ]; then
     tar czf "$dest/table.tgz" -C "$work" --exclude='*.safetensors' --exclude='checkpoint-*' \
         --exclude='.tmp-*' --exclude='*.partial.json' .
     if [ -f "$work/DONE" ]; then
-        (cd "$work/runs" && find 6_lm rate_100 -maxdepth 1 -type f 2>/dev/null | tar cf - -T -) |
-            split -b 15M - "$dest/models.tar.part-"
+        budget=$((${PACK_BUDGET_MB:-63} * 1024 * 1024 - $(stat -c %s "$dest/table.tgz")))
+        for row in ${MODELS:-rate_100 6_lm}; do
+            [ -d "$work/runs/$row" ] || continue
+            tar cf "$dest/$row.tar" -C "$work/runs" --exclude='checkpoint-*' --exclude='.tmp-*' \
+                --exclude='*.partial.json' --exclude='.lock' "$row"
+            size=$(stat -c %s "$dest/$row.tar")
+            if [ "$size" -le "$budget" ]; then
+                split -b 15M "$dest/$row.tar" "$dest/$row.tar.part-"
+                budget=$((budget - size))
+            else
+                echo "pack: $row ($((size / 1048576)) MiB) left out: $((budget / 1048576)) MiB left of the budget"
+            fi
+            rm -f "$dest/$row.tar"
+        done
     fi
     ls -la "$dest"
     exit 0
