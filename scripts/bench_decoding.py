@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from textvae.cli import USER_ERRORS
 from textvae.data import read_sentence_file
 from textvae.generation import interpolate_latents
 from textvae.pipeline import TextVAEPipeline
@@ -85,7 +86,24 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    unknown = [name for name in args.settings.split(",") if name not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting {unknown[0]!r}; settings: {', '.join(SETTINGS)}")
+    for name, least in (("sentences", 1), ("pairs", 0), ("steps", 3)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    try:
+        figures = bench(args)
+    except USER_ERRORS as error:  # a run that is not a model, a missing or unreadable file: one line
+        parser.error(str(error))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"run": str(args.run), "file": str(args.file), "figures": figures}, indent=2)
+        )
 
+
+def bench(args: argparse.Namespace) -> dict:
+    """Print and return the figures of every setting of `args.settings`."""
     pipeline = TextVAEPipeline.from_pretrained(args.run, device="cpu")
     sentences, _ = read_sentence_file(args.file)
     sentences = sentences[: args.sentences]
@@ -109,10 +127,7 @@ def main() -> None:
             f"{row['repeated_trigram_share']:>10.3f} {row['seconds_per_sentence']:>7.3f}",
             flush=True,
         )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"run": str(args.run), "file": str(args.file), "figures": figures}, indent=2)
-        )
+    return figures
 
 
 if __name__ == "__main__":
