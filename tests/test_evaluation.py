@@ -224,6 +224,20 @@ def test_a_mixture_that_gives_the_posterior_no_density_has_no_perplexity(tokeniz
     json.dumps(results, allow_nan=False)
 
 
+def test_aggregate_nll_of_a_fitted_prior_covers_inactive_units(tokenizer):
+    # Every posterior is N(0, I) (no unit active): the means never move, so the mixture fitted to them is
+    # a point at 0, but spread by the posteriors' variance it is N(0, I), and the aggregate-prior NLL equals
+    # the standard one instead of blowing up.
+    from textvae.priors import fit_run_prior
+
+    model, split = prior_encoder(make_model(tokenizer)), make_split(tokenizer)
+    prior = fit_run_prior(model, split, split, batch_size=4, components=(1,))
+    assert float(prior.covariances.diagonal(dim1=1, dim2=2).max()) < 1e-6  # the bare mixture: a point
+    results = evaluate(model, tokenizer, split, **QUICK, priors={"aggregate": prior})
+    assert results["nll_aggregate"] == pytest.approx(results["nll"], abs=1e-4)
+    assert results["kl_aggregate"] == pytest.approx(0.0, abs=1e-4) and results["kl"] == 0.0
+
+
 def test_mutual_information_of_identical_posteriors_matches_hand_computation():
     mu, logvar = torch.zeros(50, 3), torch.zeros(50, 3)
     z = torch.randn(mu.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)

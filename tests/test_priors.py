@@ -19,6 +19,7 @@ from textvae.priors import (
     AggregatePrior,
     StandardPrior,
     encode_posterior_means,
+    encode_posteriors,
     fit_aggregate_prior,
     fit_run_prior,
     load_prior,
@@ -165,6 +166,32 @@ def test_save_load_round_trip_and_seeded_sampling(fitted, tmp_path):
     assert all("valid_log_likelihood" in c for c in metadata["selection"]["candidates"])
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_spread_by_posteriors_adds_the_posterior_variance(covariance_type, tmp_path):
+    variance = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    covariances = torch.eye(2)[None] * 0.01 if covariance_type == "full" else torch.full((1, 2), 0.01)
+    prior = AggregatePrior(torch.ones(1), torch.tensor([[1.0, -1.0]]), covariances, covariance_type)
+    assert prior.posterior_variance is None and prior.spread_by_posteriors() is prior
+    prior = AggregatePrior(
+        torch.ones(1), torch.tensor([[1.0, -1.0]]), covariances, covariance_type, posterior_variance=variance
+    )
+    spread = prior.spread_by_posteriors()
+    # One component N(m, 0.01 I + diag(v)): its log density at a point by hand.
+    z = torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
+    total = 0.01 + variance
+    by_hand = -0.5 * (
+        ((z - torch.tensor([1.0, -1.0])) ** 2 / total).sum(1) + total.log().sum() + 2 * math.log(2 * math.pi)
+    )
+    torch.testing.assert_close(spread.log_prob(z), by_hand)
+    assert torch.equal(
+        prior.sample(5, torch.Generator().manual_seed(0)), prior.sample(5, torch.Generator().manual_seed(0))
+    )
+    prior.save(tmp_path)  # saved and read back with the mixture; a prior saved before it had none
+    loaded = AggregatePrior.load(tmp_path)
+    assert torch.equal(loaded.posterior_variance, variance)
+    torch.testing.assert_close(loaded.spread_by_posteriors().log_prob(z), by_hand)
+
+
 def test_standard_prior():
     prior = StandardPrior(3)
     z = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]])
@@ -292,6 +319,15 @@ def test_bad_fit_inputs_raise(case):
     [
         lambda: AggregatePrior(torch.ones(2) / 2, torch.zeros(2, 3), torch.eye(3).expand(3, 3, 3)),
         lambda: AggregatePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2), "tied"),
+        lambda: AggregatePrior(
+            torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2), "diag", None, torch.ones(3)
+        ),
+        lambda: AggregatePrior(
+            torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2), "diag", None, torch.zeros(2)
+        ),
+        lambda: AggregatePrior(
+            torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2), "diag", None, torch.tensor([1.0, math.nan])
+        ),
         lambda: AggregatePrior(torch.ones(1), torch.zeros(1, 2), -torch.ones(1, 2), "diag"),
         lambda: AggregatePrior(torch.ones(1), torch.zeros(1, 2), torch.tensor([[[1.0, 0.5], [0.0, 1.0]]])),
         lambda: StandardPrior(0),
@@ -327,6 +363,12 @@ def test_fit_run_prior_encodes_each_sentence_and_restores_training_mode(encoder_
     prior = fit_run_prior(model, train, valid, batch_size=8, components=(1, 2), seed=3)
     assert prior.latent_dim == 4 and prior.selection["num_train"] == 30 and prior.selection["seed"] == 3
     assert not model.training
+    # The train sentences' mean posterior variance is kept with the mixture (the aggregate posterior).
+    with torch.no_grad():
+        _, logvar = model.encode(torch.tensor([train.input_ids[7]]))
+    variances = encode_posteriors(model, train, batch_size=4)[1]
+    torch.testing.assert_close(variances[7], logvar[0].exp(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prior.posterior_variance, variances.double().mean(dim=0))
 
 
 def test_fit_run_prior_refuses_a_language_model():

@@ -22,6 +22,7 @@ PRIOR_WEIGHTS_NAME = "prior.safetensors"
 PRIOR_CONFIG_NAME = "prior.json"
 COVARIANCE_TYPES = ("full", "diag")
 _TENSOR_NAMES = ("weights", "means", "covariances")
+_OPTIONAL_TENSOR_NAMES = ("posterior_variance",)
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -61,6 +62,8 @@ class AggregatePrior:
 
     Parameters are kept in float64 on the CPU; samples come back as float32. `selection` records how the
     number of components was chosen (see `fit_aggregate_prior`) and is saved with the prior.
+    posterior_variance: (Z,) the mean posterior variance `E_x sigma^2(x)` of the sentences the mixture's
+    means came from, or None; `spread_by_posteriors` uses it for the aggregate posterior's density.
     """
 
     kind = "aggregate"
@@ -72,6 +75,7 @@ class AggregatePrior:
         covariances: torch.Tensor,
         covariance_type: str = "full",
         selection: dict | None = None,
+        posterior_variance: torch.Tensor | None = None,
     ):
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
@@ -104,7 +108,16 @@ class AggregatePrior:
             if (covariances <= 0).any():
                 raise ValueError("diagonal covariances must be positive")
             scale = covariances.sqrt()  # (C, Z) standard deviations
+        if posterior_variance is not None:
+            posterior_variance = torch.as_tensor(posterior_variance).detach().to("cpu", torch.float64)
+            if posterior_variance.shape != (latent_dim,):
+                raise ValueError(
+                    f"posterior_variance must have shape ({latent_dim},), got {tuple(posterior_variance.shape)}"
+                )
+            if not torch.isfinite(posterior_variance).all() or (posterior_variance <= 0).any():
+                raise ValueError("posterior_variance must be positive and finite")
         self.weights, self.means, self.covariances = weights, means, covariances
+        self.posterior_variance = posterior_variance
         self.covariance_type = covariance_type
         self.selection = dict(selection or {})
         self._scale = scale
@@ -116,6 +129,24 @@ class AggregatePrior:
     @property
     def n_components(self) -> int:
         return self.means.size(0)
+
+    def spread_by_posteriors(self) -> AggregatePrior:
+        """The aggregate posterior's density: every component's covariance plus `diag(posterior_variance)`.
+
+        The mixture is fitted to posterior means, but the aggregate posterior `q(z) = E_x N(mu(x),
+        sigma^2(x))` spreads each mean by its posterior's variance; with the mean variance in place of each
+        sentence's, the mixture of means convolved with it is the matching density (the prior of
+        `nll_aggregate`). In a dimension the model does not use (an inactive unit) the means hardly move
+        and the posteriors are N(0, 1): the mixture alone is a point there, the spread one is N(0, 1) as it
+        should be. Without a posterior_variance (a prior fitted before it was saved) the mixture itself.
+        """
+        if self.posterior_variance is None:
+            return self
+        variance = self.posterior_variance
+        covariances = self.covariances + (
+            torch.diag(variance) if self.covariance_type == "full" else variance
+        )
+        return AggregatePrior(self.weights, self.means, covariances, self.covariance_type, self.selection)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, Z) float32 draws: a component by its weight, then `mean + L eps` with `L L^T = covariance`.
@@ -159,7 +190,11 @@ class AggregatePrior:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        tensors = {name: getattr(self, name).contiguous() for name in _TENSOR_NAMES}
+        tensors = {
+            name: getattr(self, name).contiguous()
+            for name in _TENSOR_NAMES + _OPTIONAL_TENSOR_NAMES
+            if getattr(self, name) is not None
+        }
         write_atomically(folder, lambda staging: save_file(tensors, str(staging / PRIOR_WEIGHTS_NAME)))
         metadata = {
             "type": self.kind,
@@ -192,6 +227,7 @@ class AggregatePrior:
                 tensors["covariances"],
                 covariance_type=metadata["covariance_type"],
                 selection=metadata.get("selection"),
+                posterior_variance=tensors.get("posterior_variance"),
             )
         except ValueError as error:
             raise ValueError(f"invalid prior in {weights_path}: {error}") from None

@@ -60,6 +60,7 @@ def fit_aggregate_prior(
     max_train: int = 20_000,
     reg_covar: float | None = None,
     max_iter: int = 200,
+    posterior_variance=None,
 ) -> AggregatePrior:
     """A Gaussian mixture fitted to posterior means: train_mu (N, Z) to fit, valid_mu (M, Z) to choose.
 
@@ -71,6 +72,8 @@ def fit_aggregate_prior(
     reg_covar: added to every covariance diagonal; None takes 1e-4 times the mean per-dimension variance
     of the train points, so collapsed (inactive) dimensions, whose means are nearly constant, cannot make
     a covariance singular, whatever the scale of `z`.
+    posterior_variance: (Z,) the train sentences' mean posterior variance, kept with the prior for
+    `AggregatePrior.spread_by_posteriors` (the density `nll_aggregate` scores under); None leaves it out.
     """
     import numpy as np
 
@@ -115,6 +118,7 @@ def fit_aggregate_prior(
         torch.from_numpy(best.covariances_),
         covariance_type=covariance_type,
         selection=selection,
+        posterior_variance=None if posterior_variance is None else torch.as_tensor(posterior_variance),
     )
 
 
@@ -151,11 +155,18 @@ def _fit_candidates(train, valid, candidates: list[int], options: dict) -> tuple
     return results, best
 
 
-@torch.no_grad()
 def encode_posterior_means(
     model, split: TokenizedSplit, batch_size: int = 256, show_progress: bool = False
 ) -> torch.Tensor:
     """(N, Z) float32 posterior means `mu` of every sentence of `split`, in the split's order, on the CPU."""
+    return encode_posteriors(model, split, batch_size, show_progress)[0]
+
+
+@torch.no_grad()
+def encode_posteriors(
+    model, split: TokenizedSplit, batch_size: int = 256, show_progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, Z) float32 posterior means and variances of every sentence of `split`, in its order, on the CPU."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not model.config.has_latent:
@@ -166,6 +177,7 @@ def encode_posterior_means(
     was_training = model.training
     model.eval()  # no dropout, and batch-norm of the means from its running statistics
     means = torch.empty(len(split), model.config.latent_dim)
+    variances = torch.empty(len(split), model.config.latent_dim)
     # Batches of similar lengths: little padding. Rows go back to their place, so order is unchanged.
     batches = LengthBucketSampler(split.lengths, batch_size, shuffle=False).batches()
     try:
@@ -174,12 +186,13 @@ def encode_posterior_means(
                 batch = {
                     k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()
                 }
-                mu, _ = encode_batch(model, batch)  # (B, Z)
+                mu, logvar = encode_batch(model, batch)  # (B, Z)
                 means[indices] = mu.float().cpu()
+                variances[indices] = logvar.float().exp().cpu()
                 progress.update(len(indices))
     finally:
         model.train(was_training)
-    return means
+    return means, variances
 
 
 def fit_run_prior(
@@ -190,10 +203,12 @@ def fit_run_prior(
     show_progress: bool = False,
     **fit_options,
 ) -> AggregatePrior:
-    """Encode both splits' posterior means and fit `fit_aggregate_prior(train_mu, valid_mu, **fit_options)`."""
-    train_mu = encode_posterior_means(model, train_split, batch_size, show_progress)  # (N, Z)
+    """Encode both splits' posteriors and fit `fit_aggregate_prior(train_mu, valid_mu, **fit_options)` to
+    the means, keeping the train sentences' mean posterior variance with it (`spread_by_posteriors`)."""
+    train_mu, train_variance = encode_posteriors(model, train_split, batch_size, show_progress)  # (N, Z)
     valid_mu = encode_posterior_means(model, valid_split, batch_size, show_progress)  # (M, Z)
-    return fit_aggregate_prior(train_mu, valid_mu, **fit_options)
+    variance = train_variance.double().mean(dim=0)  # (Z,)
+    return fit_aggregate_prior(train_mu, valid_mu, posterior_variance=variance, **fit_options)
 
 
 def fit_prior_for_run(

@@ -25,7 +25,13 @@ from .prior_distributions import (
     AggregatePrior,
     StandardPrior,
 )
-from .prior_fitting import encode_posterior_means, fit_aggregate_prior, fit_prior_for_run, fit_run_prior
+from .prior_fitting import (
+    encode_posterior_means,
+    encode_posteriors,
+    fit_aggregate_prior,
+    fit_prior_for_run,
+    fit_run_prior,
+)
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -35,6 +41,7 @@ __all__ = [
     "AggregatePrior",
     "StandardPrior",
     "encode_posterior_means",
+    "encode_posteriors",
     "fit_aggregate_prior",
     "fit_prior_for_run",
     "fit_run_prior",

@@ -267,8 +267,10 @@ def evaluate(
     - ppl_bound, ppl: `exp(sum neg_elbo / num_tokens)`, `exp(sum nll / num_tokens)`, where num_tokens
       counts the words plus one EOS per sentence (73,760 on PTB valid);
     - nll_aggregate, ppl_aggregate, kl_aggregate: when `priors` holds an "aggregate" one (the mixture
-      `fit-prior` fitted to the training posteriors), the same decoder's NLL with that mixture as its
-      prior, on the same K draws (`importance_weighted_scores`), and the Monte Carlo KL to it; else None.
+      `fit-prior` fitted to the training posteriors' means), the same decoder's NLL with the aggregate
+      posterior as its prior (that mixture spread by the posteriors' mean variance,
+      `AggregatePrior.spread_by_posteriors`), on the same K draws (`importance_weighted_scores`), and the
+      Monte Carlo KL to it; else None.
     Latent: mi (`mutual_information`), au with au_variances and au_threshold (`active_units`), recon_bleu
     (corpus BLEU of greedy reconstructions from the posterior mean; bleu_signature says how it was scored).
     Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
@@ -299,7 +301,10 @@ def evaluate(
     )  # fmt: skip
     _check_options(split, options)
     has_latent = model.config.has_latent
-    options["aggregate_prior"] = (priors or {}).get("aggregate") if has_latent else None
+    aggregate = (priors or {}).get("aggregate") if has_latent else None
+    # nll_aggregate scores under the aggregate posterior's density: the mixture of means spread by the
+    # posteriors' variance (the mixture itself for a prior saved without it).
+    options["aggregate_prior"] = None if aggregate is None else aggregate.spread_by_posteriors()
     tokenize = bleu_tokenization(tokenizer)
     generators = stream_generators(seed, next(model.parameters()).device)
     was_training = model.training
