@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from textvae.cli import USER_ERRORS
+from textvae.cli.common import non_negative_int, positive_int
 from textvae.data import read_sentence_file
 from textvae.generation import interpolate_latents
 from textvae.pipeline import TextVAEPipeline
@@ -80,8 +81,8 @@ def main() -> None:
     )
     parser.add_argument("run", type=Path)
     parser.add_argument("--file", type=Path, required=True, help="held-out sentences (valid, never test)")
-    parser.add_argument("--sentences", type=int, default=500)
-    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--sentences", type=positive_int, default=500)
+    parser.add_argument("--pairs", type=non_negative_int, default=50)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -89,9 +90,8 @@ def main() -> None:
     unknown = [name for name in args.settings.split(",") if name not in SETTINGS]
     if unknown:
         parser.error(f"unknown setting {unknown[0]!r}; settings: {', '.join(SETTINGS)}")
-    for name, least in (("sentences", 1), ("pairs", 0), ("steps", 3)):
-        if getattr(args, name) < least:
-            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    if args.steps < 3:
+        parser.error(f"--steps must be at least 3, got {args.steps}")
     try:
         figures = bench(args)
     except USER_ERRORS as error:  # a run that is not a model, a missing or unreadable file: one line

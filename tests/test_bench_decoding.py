@@ -45,7 +45,10 @@ def test_prints_and_saves_the_figures_of_each_setting(trained_run, tmp_path):
         (["{run}", "--file", "{tmp}/missing.txt"], "file not found"),
         (["{run}", "--file", "{file}", "--settings", "greedy,bogus"], "unknown setting 'bogus'"),
         (["{run}", "--file", "{file}", "--steps", "2"], "--steps must be at least 3"),
-        (["{run}", "--file", "{file}", "--sentences", "0"], "--sentences must be at least 1"),
+        (
+            ["{run}", "--file", "{file}", "--sentences", "0"],
+            "--sentences: expected a positive integer, got 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(trained_run, tmp_path, args, message):

@@ -118,7 +118,7 @@ def fit_aggregate_prior(
         torch.from_numpy(best.covariances_),
         covariance_type=covariance_type,
         selection=selection,
-        posterior_variance=None if posterior_variance is None else torch.as_tensor(posterior_variance),
+        posterior_variance=posterior_variance,
     )
 
 

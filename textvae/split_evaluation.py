@@ -195,23 +195,24 @@ def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | N
         "nll": totals["nll"] / count,
         "ppl": math.exp(totals["nll"] / num_tokens),
         "iw_samples": iw_samples,
-        # The same decoder with the mixture fitted to the aggregate posterior as its prior (two-stage VAE),
-        # scored on the same K draws; None without one.
-        "nll_aggregate": None,
-        "ppl_aggregate": None,
-        "kl_aggregate": None,
-    } | (_aggregate_likelihood(totals, count, num_tokens) if "nll_aggregate" in totals else {})
+        **_aggregate_likelihood(totals, count, num_tokens),
+    }
 
 
 def _aggregate_likelihood(totals: dict, count: int, num_tokens: int) -> dict:
-    """nll_aggregate, ppl_aggregate, kl_aggregate from the split's sums; ppl None past float range."""
+    """nll_aggregate, ppl_aggregate, kl_aggregate from the split's sums: the same decoder with the aggregate
+    posterior as its prior (two-stage VAE), scored on the same K draws; all None without an aggregate prior,
+    ppl None past float range."""
+    if "nll_aggregate" not in totals:
+        return dict.fromkeys(("nll_aggregate", "ppl_aggregate", "kl_aggregate"))
     per_token = totals["nll_aggregate"] / num_tokens
     if per_token > _MAX_LOG_PPL:
-        # A mixture fitted to posterior means is nearly a point in a dimension whose means never move
-        # (an inactive unit), where q(z | x) spreads over N(0, 1): the draws get almost no density there.
+        # A mixture of posterior means saved without the posteriors' variance is nearly a point in a
+        # dimension whose means never move (an inactive unit), where q(z | x) spreads over N(0, 1).
         logger.warning(
             "the aggregate prior gives the posterior's draws almost no density (%.3g nats per token): "
-            "its perplexity is out of float range; inactive latent dimensions do this",
+            "its perplexity is out of float range; inactive latent dimensions do this with a prior fitted "
+            "before it kept the posteriors' variance (fit it again: textvae fit-prior RUN)",
             per_token,
         )
     return {
