@@ -58,6 +58,8 @@ jobs=$(($(tr -cd , <<<"$rows" | wc -c) + 1))
 mkdir -p "$work/runs" "$work/results"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export HF_HOME=${HF_HOME:-/tmp/textvae-hf} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# textvae from this checkout, installed or not (a leased machine has its dependencies, not textvae).
+export PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"
 {
     date -u
     if command -v nvidia-smi >/dev/null; then nvidia-smi -L; fi
