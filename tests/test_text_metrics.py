@@ -3,13 +3,17 @@ measures against hand computations."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from textvae.text_metrics import (
     corpus_bleu,
     distinct_n,
     interpolation_metrics,
+    reconstruction_scores,
     self_bleu,
+    sentence_bleu1,
     token_edit_distance,
     token_similarity,
 )
@@ -134,3 +138,38 @@ def test_interpolation_metrics_by_hand():
 def test_bad_interpolation_inputs(paths, starts, ends, message):
     with pytest.raises(ValueError, match=message):
         interpolation_metrics(paths, starts, ends)
+
+
+# nltk's sentence_bleu([reference], hypothesis, weights=(1,)), computed with nltk 3.9 on these examples.
+NLTK_HYPOTHESIS = (
+    "It is a guide to action which ensures that the military always obeys the commands of the party"
+)
+NLTK_REFERENCE = "It is a guide to action that ensures that the military will forever heed Party commands"
+
+
+@pytest.mark.parametrize(
+    "hypothesis, reference, expected",
+    [
+        (NLTK_HYPOTHESIS.split(), NLTK_REFERENCE.split(), 0.6111111111111112),  # 11 of 18, no penalty
+        ("the cat sat </s>".split(), "the cat sat on the mat </s>".split(), 0.4723665527410147),  # exp(-3/4)
+        (["c"], ["a", "b"], 0.0),  # no match
+        ("the the the the".split(), "the the cat".split(), 0.5),  # clipped at 2 of 4
+        ([], ["a"], 0.0),
+        ("a b".split(), "a b".split(), 1.0),
+    ],
+)
+def test_sentence_bleu1_equals_nltk(hypothesis, reference, expected):
+    assert sentence_bleu1(hypothesis, reference) == pytest.approx(expected)
+
+
+def test_reconstruction_scores_by_hand():
+    hypotheses = ["the cat sat", "a dog ran", "x"]
+    references = ["the cat sat on the mat", "a dog ran", "y z"]
+    scores = reconstruction_scores(hypotheses, references)
+    # BLEU-1 with an end token on each side: exp(-3/4) for the first, 1 for the second, 1/2 * exp(-1/2)
+    # for the third ("x </s>" against "y z </s>": one match of two, brevity 2 against 3).
+    expected = (0.4723665527410147 + 1.0 + 0.5 * math.exp(1 - 3 / 2)) / 3
+    assert scores["recon_bleu1"] == pytest.approx(100 * expected)
+    assert scores["recon_exact"] == pytest.approx(1 / 3)
+    assert scores["recon_bleu"] == pytest.approx(corpus_bleu(hypotheses, references)[0])
+    assert reconstruction_scores(references, references)["recon_exact"] == 1.0

@@ -56,8 +56,11 @@ class AggressiveTrainingMixin:
         self._epoch_batch_list = (None, None)  # (epoch, its batches): the pool of the random draws
         if not self.config.aggressive_encoder:
             return
-        if not self.model.config.has_latent:
-            raise ValueError("aggressive_encoder trains an encoder: a language model (latent_dim 0) has none")
+        if not self.model.config.has_posterior:
+            raise ValueError(
+                "aggressive_encoder trains a VAE's encoder: a language model (latent_dim 0) has none, and a "
+                "deterministic autoencoder has no posterior to catch up with its decoder"
+            )
         self._aggressive_groups = parameter_groups(self.model)
         self.state.setdefault("aggressive", True)
         self.state.setdefault("aggressive_previous_mi", 0.0)  # He et al.'s pre_mi = 0

@@ -36,6 +36,13 @@ ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
     "latent_dim": ArchitectureOption(
         "int", 32, "size of the latent z; 0 gives the language model with no latent"
     ),
+    "deterministic": ArchitectureOption(
+        "bool",
+        False,
+        "a deterministic autoencoder of the same architecture: z is the encoder's output (no sampling, no "
+        "KL term), the ceiling of what the network can reconstruct; NLL and KL do not apply (N/A), and "
+        "samples come from the aggregate prior fitted to the training codes (Ghosh et al. 2020)",
+    ),
     "encoder_hidden_size": ArchitectureOption(
         "int | None",
         None,

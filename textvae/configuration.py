@@ -34,6 +34,7 @@ class TextVAEConfig(PretrainedConfig):
         embedding_size: int = 256,
         hidden_size: int = 256,
         latent_dim: int = 32,
+        deterministic: bool = False,
         encoder_hidden_size: int | None = None,
         encoder_type: str = "lstm",
         decoder_type: str = "lstm",
@@ -69,6 +70,7 @@ class TextVAEConfig(PretrainedConfig):
         self.embedding_size = embedding_size
         self.hidden_size = hidden_size
         self.latent_dim = latent_dim
+        self.deterministic = deterministic
         self.encoder_hidden_size = encoder_hidden_size
         self.encoder_type = encoder_type
         self.decoder_type = decoder_type
@@ -117,8 +119,14 @@ class TextVAEConfig(PretrainedConfig):
 
     @property
     def has_latent(self) -> bool:
-        """True for a VAE, False for the language model with no latent."""
+        """True for a VAE (or a deterministic autoencoder), False for the language model with no latent."""
         return self.latent_dim > 0
+
+    @property
+    def has_posterior(self) -> bool:
+        """True for a VAE, whose encoder gives a Gaussian q(z | x): KL, NLL and MI apply. False for a
+        language model and for a deterministic autoencoder (z is a point)."""
+        return self.has_latent and not self.deterministic
 
     def validate_architecture(self) -> None:
         """Raise `ValueError` naming the first option whose value cannot build a model."""
@@ -143,6 +151,16 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(f"encoder_hidden_size applies to lstm / gru encoders, not {self.encoder_type!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
             raise ValueError(f"latent_dim must be a non-negative integer, got {self.latent_dim!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be true or false, got {self.deterministic!r}")
+        if self.deterministic and not self.has_latent:
+            raise ValueError(
+                "deterministic is an autoencoder's option: a language model (latent_dim 0) has no z"
+            )
+        if self.deterministic and self.posterior_mean_batchnorm:
+            raise ValueError(
+                "posterior_mean_batchnorm (BN-VAE) holds a KL open: a deterministic model has none"
+            )
         if self.z_to_output and self.decoder_type not in RNN_TYPES:
             raise ValueError(f"z_to_output applies to lstm / gru decoders, not {self.decoder_type!r}")
         if not isinstance(self.bag_of_words_loss, (int, float)) or not 0.0 <= self.bag_of_words_loss < float(

@@ -14,12 +14,16 @@ import logging
 from pathlib import Path
 
 import datasets
+import torch
 
 from . import distributed
 from .data import TokenizedSplit
 from .latent_metrics import active_units, mutual_information
 from .scoring import IW_SAMPLES, batch_generators, importance_weighted_nll, importance_weighted_scores
 from .split_evaluation import evaluate
+
+# Training sentences reconstructed beside the evaluated split: the generalisation gap (`evaluate_run`).
+TRAIN_SAMPLE = 1000
 
 __all__ = [
     "active_units",
@@ -49,7 +53,14 @@ _TABLE_ROWS = (
     ("mi", "MI", "{:.3f}"),
     ("au", "AU", "{:d}"),
     ("au_threshold", "  AU threshold", "{:g}"),
-    ("recon_bleu", "reconstruction BLEU", "{:.2f}"),
+    ("kl_marginal", "KL - MI (KL of q(z) to the prior)", "{:.3f}"),
+    ("recon_bleu", "reconstruction BLEU-4", "{:.2f}"),
+    ("recon_bleu1", "reconstruction BLEU-1 (sentence mean)", "{:.2f}"),
+    ("recon_exact", "reconstructed exactly", "{:.3f}"),
+    ("train_recon_bleu", "training sample: BLEU-4", "{:.2f}"),
+    ("train_recon_bleu1", "training sample: BLEU-1", "{:.2f}"),
+    ("train_recon_exact", "training sample: exactly", "{:.3f}"),
+    ("train_sample", "  training sentences", "{:d}"),
     ("self_bleu", "self-BLEU (prior samples)", "{:.2f}"),
     ("distinct_1", "distinct-1", "{:.4f}"),
     ("distinct_2", "distinct-2", "{:.4f}"),
@@ -90,6 +101,7 @@ def evaluate_run(
     limit: int | None = None,
     device: str | None = None,
     save: bool = True,
+    train_sample: int | None = TRAIN_SAMPLE,
     **options,
 ) -> dict:
     """`evaluate` a saved run on one split of a corpus, or on a whole file; results are also saved in the run.
@@ -99,7 +111,9 @@ def evaluate_run(
     (`split` is then "file"). A named corpus without a validation split is cut with the run's own seed and
     fraction, so it is evaluated on exactly the sentences training held out. `reference_lm`: a textvae
     language model run for the forward PPL of prior samples (N(0, I) and, when the run has one, the
-    aggregate prior) and of interpolation steps. `options` go to `evaluate`.
+    aggregate prior) and of interpolation steps. train_sample: reconstruct that many sentences drawn
+    (with `seed`) from the training split the run was trained on as well (`training_sample`), so that the
+    results show the generalisation gap; None: none. `options` go to `evaluate`.
     Under torchrun every process calls it: they share the scoring (`evaluate(..., shard=True)`), each on the
     GPU of its local rank, and the main process saves the results.
     """
@@ -107,7 +121,7 @@ def evaluate_run(
     target = distributed.setup_process_group(device or "auto")
     with distributed.shared_errors():
         model, tokenizer, sentences, split = _load_for_evaluation(
-            run, data, data_dir, split, text_column, reference_lm, limit, target, options
+            run, data, data_dir, split, text_column, reference_lm, limit, target, options, train_sample
         )
     main = distributed.is_main_process()
     options["show_progress"] = options.get("show_progress", True) and main
@@ -137,9 +151,42 @@ def evaluate_run(
     return results
 
 
-def _load_for_evaluation(run, data, data_dir, split, text_column, reference_lm, limit, device, options):
-    """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM and
-    the priors into `options`."""
+def training_sample(
+    run: str | Path, count: int, seed: int = 0, data_dir: str | None = None
+) -> list[str] | None:
+    """`count` sentences drawn at random (with `seed`) from the training split a run was trained on (its
+    train_config.json says which corpus, and the validation it held out stays out), in corpus order;
+    None, with a warning, when that corpus cannot be read here (moved, or a stream)."""
+    from .checkpointing import TRAIN_CONFIG_NAME, read_json
+    from .corpora import load_corpus
+    from .training_config import TrainConfig
+
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"train_sample must be a positive integer, got {count!r}")
+    saved = Path(run) / TRAIN_CONFIG_NAME
+    if not saved.is_file():
+        logger.warning("%s has no %s: no training sample to compare with", run, TRAIN_CONFIG_NAME)
+        return None
+    trained = TrainConfig.from_dict(read_json(saved))
+    if trained.streaming:
+        logger.warning("%s was trained on a stream: no training sample to compare with", run)
+        return None
+    try:
+        corpus = load_corpus(trained.data, data_dir=data_dir or trained.data_dir, **trained.corpus_options())
+    except ValueError as error:
+        logger.warning("no training sample: the corpus %s was trained on cannot be read (%s)", run, error)
+        return None
+    train = corpus["train"]
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(train), generator=generator)[:count].sort().values.tolist()
+    return train.select(rows)["text"]
+
+
+def _load_for_evaluation(
+    run, data, data_dir, split, text_column, reference_lm, limit, device, options, train_sample=None
+):
+    """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM, the
+    priors and the training sample (`train_split`) into `options`."""
     from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
     from .corpora import load_corpus, read_sentence_file
     from .data import tokenize_corpus
@@ -179,5 +226,11 @@ def _load_for_evaluation(run, data, data_dir, split, text_column, reference_lm, 
     if limit is not None:
         part[split] = part[split].select(range(min(limit, len(part[split]))))
     logger.info("evaluating %d sentences (%s of %s)", len(part[split]), split, data)
+    if train_sample is not None and model.config.has_latent:
+        texts = training_sample(run, train_sample, options.get("seed", 0), data_dir)
+        if texts is not None:
+            part["training_sample"] = datasets.Dataset.from_dict({"text": texts})
     tokenized = tokenize_corpus(part, tokenizer, encoder_tokenizer)
+    if "training_sample" in tokenized:
+        options["train_split"] = TokenizedSplit.from_dataset(tokenized["training_sample"])
     return model, tokenizer, TokenizedSplit.from_dataset(tokenized[split]), split

@@ -59,12 +59,14 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.
 
 
 def latent_results(totals: dict, au_threshold: float, generator: torch.Generator) -> dict:
-    """MI, AU and their details from the posteriors of the whole split; None for a language model."""
+    """MI, AU and their details from the posteriors of the whole split; None for a language model (and MI
+    None for a deterministic autoencoder)."""
     results = {"mi": None, "au": None, "au_threshold": au_threshold, "au_variances": None}
     if not totals["mu"]:
         return results
-    mu, logvar = torch.cat(totals["mu"]), torch.cat(totals["logvar"])  # (N, Z)
-    results["mi"] = mutual_information(mu, logvar, generator)
+    mu = torch.cat(totals["mu"])  # (N, Z)
+    if totals["logvar"]:  # a deterministic autoencoder has no posterior: MI does not apply
+        results["mi"] = mutual_information(mu, torch.cat(totals["logvar"]), generator)
     if mu.size(0) >= 2:
         results["au"], variances = active_units(mu, au_threshold)
         results["au_variances"] = variances.tolist()

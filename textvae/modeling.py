@@ -33,9 +33,11 @@ class TextVAEOutput(ModelOutput):
 
     loss: scalar training loss, `mean(rec_loss) + kl_weight * KL term` (free bits applied to the KL term).
     rec_loss: (B,) `-log p(x | z)` summed over words plus EOS.
-    kl: (B,) `KL(q(z | x) || N(0, I))` in closed form; zeros for a language model.
+    kl: (B,) `KL(q(z | x) || N(0, I))` in closed form; zeros for a language model and a deterministic
+        autoencoder (which has no KL term).
     kl_per_dim: (B, Z) the same per latent dimension.
-    mu, logvar, z: (B, Z) posterior parameters and the latent the decoder read; None for a language model.
+    mu, logvar, z: (B, Z) posterior parameters and the latent the decoder read; None for a language model;
+        a deterministic autoencoder's `logvar` is None and its z is mu.
     logits: (B, T - 1, V) decoder logits, zeros at padded positions; None unless asked for.
     bow_loss: (B,) the bag-of-words loss (`config.bag_of_words_loss` > 0): `-sum log p_bow(w | z)` over
         the words plus EOS; None when off. `loss` includes it with its weight; `rec_loss` never does.
@@ -165,7 +167,9 @@ class TextVAEModel(PreTrainedModel):
         super().__init__(config)
         if config.has_latent:
             self.encoder = build_encoder(config)
-            self.posterior = nn.Linear(self.encoder.output_size, 2 * config.latent_dim)
+            # A deterministic autoencoder's head gives z itself; a VAE's gives mu and logvar.
+            outputs = config.latent_dim if config.deterministic else 2 * config.latent_dim
+            self.posterior = nn.Linear(self.encoder.output_size, outputs)
             gamma = config.posterior_mean_batchnorm
             self.mean_norm = FixedScaleBatchNorm(config.latent_dim, gamma) if gamma > 0 else None
         else:
@@ -193,12 +197,15 @@ class TextVAEModel(PreTrainedModel):
         return self.config.latent_dim
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """(B, T) ids -> posterior `mu`, `logvar`, each (B, Z). Raises for a language model."""
+        """(B, T) ids -> posterior `mu`, `logvar`, each (B, Z); a deterministic autoencoder's `logvar` is
+        None (its code is the point `mu`). Raises for a language model."""
         if not self.config.has_latent:
             raise ValueError("this model has no latent (latent_dim=0): it cannot encode sentences")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         features = self.encoder(input_ids, attention_mask)  # (B, F)
+        if self.config.deterministic:
+            return self.posterior(features), None
         if self.mean_norm is None:
             mu, logvar = self.posterior(features).chunk(2, dim=-1)
             return mu, logvar
@@ -319,9 +326,13 @@ class TextVAEModel(PreTrainedModel):
                     )
                 encoder_input_ids, encoder_attention_mask = input_ids, attention_mask
             mu, logvar = self.encode(encoder_input_ids, encoder_attention_mask)
-            if z is None:
-                z = self.reparameterize(mu, logvar, eps=eps) if sample_latent else mu
-            kl_per_dim = gaussian_kl(mu, logvar).float()  # (B, Z)
+            if self.config.deterministic:  # no posterior: z is the code, and there is no KL term
+                z = mu if z is None else z
+                kl_per_dim = mu.new_zeros(mu.shape, dtype=torch.float)  # (B, Z)
+            else:
+                if z is None:
+                    z = self.reparameterize(mu, logvar, eps=eps) if sample_latent else mu
+                kl_per_dim = gaussian_kl(mu, logvar).float()  # (B, Z)
         else:
             z = None
             kl_per_dim = input_ids.new_zeros((batch_size, 0), dtype=torch.float)
@@ -329,7 +340,7 @@ class TextVAEModel(PreTrainedModel):
         rec_loss, logits = self.reconstruction_loss(
             input_ids, attention_mask, z, word_dropout, return_logits, word_dropout_draws
         )
-        if free_bits > 0.0 and self.config.has_latent:
+        if free_bits > 0.0 and self.config.has_posterior:
             kl_term = free_bits_kl(kl_per_dim.mean(dim=0), free_bits)
         else:
             kl_term = kl.mean()

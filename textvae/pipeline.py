@@ -91,7 +91,8 @@ class TextVAEPipeline:
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sentences -> posterior `mu`, `logvar`, each (N, Z), on the CPU."""
+        """Sentences -> posterior `mu`, `logvar`, each (N, Z), on the CPU; a deterministic autoencoder's
+        `logvar` is None (its codes are points)."""
         self._require_latent()
         rows = self._token_ids(sentences)
         texts = [sentences] if isinstance(sentences, str) else list(sentences)
@@ -108,8 +109,9 @@ class TextVAEPipeline:
                 )
             mu, logvar = self.model.encode(input_ids.to(self.device), mask.to(self.device))
             mus.append(mu.float().cpu())
-            logvars.append(logvar.float().cpu())
-        return torch.cat(mus), torch.cat(logvars)
+            if logvar is not None:
+                logvars.append(logvar.float().cpu())
+        return torch.cat(mus), torch.cat(logvars) if logvars else None
 
     @torch.no_grad()
     def decode(

@@ -166,7 +166,8 @@ def encode_posterior_means(
 def encode_posteriors(
     model, split: TokenizedSplit, batch_size: int = 256, show_progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, Z) float32 posterior means and variances of every sentence of `split`, in its order, on the CPU."""
+    """(N, Z) float32 posterior means and variances of every sentence of `split`, in its order, on the CPU
+    (variances 0 for a deterministic autoencoder, whose codes are points)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not model.config.has_latent:
@@ -188,7 +189,8 @@ def encode_posteriors(
                 }
                 mu, logvar = encode_batch(model, batch)  # (B, Z)
                 means[indices] = mu.float().cpu()
-                variances[indices] = logvar.float().exp().cpu()
+                # A deterministic autoencoder's code is a point: no posterior variance.
+                variances[indices] = 0.0 if logvar is None else logvar.float().exp().cpu()
                 progress.update(len(indices))
     finally:
         model.train(was_training)
@@ -207,7 +209,8 @@ def fit_run_prior(
     the means, keeping the train sentences' mean posterior variance with it (`spread_by_posteriors`)."""
     train_mu, train_variance = encode_posteriors(model, train_split, batch_size, show_progress)  # (N, Z)
     valid_mu = encode_posterior_means(model, valid_split, batch_size, show_progress)  # (M, Z)
-    variance = train_variance.double().mean(dim=0)  # (Z,)
+    # A deterministic autoencoder's codes are points: the mixture alone is their density.
+    variance = train_variance.double().mean(dim=0) if model.config.has_posterior else None  # (Z,)
     return fit_aggregate_prior(train_mu, valid_mu, posterior_variance=variance, **fit_options)
 
 

@@ -82,6 +82,8 @@ def importance_weighted_scores(
     if not model.config.has_latent:
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, None)
         return {"nll": rec.double()}
+    if not model.config.has_posterior:
+        raise ValueError("a deterministic autoencoder has no likelihood p(x): its NLL does not apply")
     mu, logvar = encode_batch(model, batch)  # (B, Z)
     batch_size, latent_dim = mu.shape
     eps = torch.randn(
@@ -155,6 +157,18 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     out = {"mu": None, "logvar": None, "hypotheses": [], "references": []}
+    if model.config.has_latent and not model.config.has_posterior:
+        # A deterministic autoencoder: rec from its code; KL and NLL do not apply (summed as zeros, which
+        # `evaluate` reports as None, N/A).
+        mu, _ = encode_batch(model, batch)  # (B, Z)
+        rec, _ = model.reconstruction_loss(input_ids, attention_mask, mu)
+        out["rec"], out["mu"] = rec.double(), mu.double()
+        out["kl"] = out["nll"] = torch.zeros_like(out["rec"])
+        if options.get("aggregate_prior") is not None:
+            out["nll_aggregate"] = out["kl_aggregate"] = out["kl"]
+        if options["compute_bleu"]:
+            _reconstructions(model, tokenizer, input_ids, mu, options["max_length"], out)
+        return out
     if model.config.has_latent:
         mu, logvar = encode_batch(model, batch)  # (B, Z)
         eps = torch.randn(mu.shape, generator=generators["elbo"], device=mu.device, dtype=mu.dtype)
@@ -169,16 +183,20 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
             out["nll_aggregate"], out["kl_aggregate"] = scores["nll_prior"], scores["kl_prior"]
         out["mu"], out["logvar"] = mu.double(), logvar.double()  # (B, Z), kept on the device for MI
         if options["compute_bleu"]:
-            # Greedy reconstruction from the posterior mean, as in BENCHMARKS.md.
-            output_ids = generate(model, z=mu, max_length=options["max_length"])
-            out["hypotheses"] = [decode_ids(tokenizer, row) for row in output_ids.tolist()]
-            out["references"] = [decode_ids(tokenizer, row) for row in input_ids.tolist()]
+            _reconstructions(model, tokenizer, input_ids, mu, options["max_length"], out)
     else:
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, None)
         out["kl"] = torch.zeros_like(rec, dtype=torch.float64)
         out["nll"] = rec.double()  # exact: a language model has no latent to integrate out
     out["rec"] = rec.double()
     return out
+
+
+def _reconstructions(model, tokenizer, input_ids, mu, max_length: int, out: dict) -> None:
+    """Greedy reconstructions from the posterior mean (BENCHMARKS.md) and their inputs, as text, into out."""
+    output_ids = generate(model, z=mu, max_length=max_length)
+    out["hypotheses"] = [decode_ids(tokenizer, row) for row in output_ids.tolist()]
+    out["references"] = [decode_ids(tokenizer, row) for row in input_ids.tolist()]
 
 
 @torch.no_grad()
@@ -194,6 +212,11 @@ def score_sentences(
     """
     if len(split) == 0:
         raise ValueError("no sentences to score")
+    if model.config.has_latent and not model.config.has_posterior:
+        raise ValueError(
+            "a deterministic autoencoder has no likelihood p(x) to score sentences by: use a VAE or a "
+            "language model"
+        )
     for name, value in (("iw_samples", iw_samples), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -26,8 +26,8 @@ from .evaluation_progress import ScoreProgress
 from .generation import generate
 from .latent_metrics import latent_results
 from .modeling import TextVAEModel
-from .scoring import IW_SAMPLES, batch_generators, score_batch, stream_generators
-from .text_metrics import bleu_tokenization, corpus_bleu, distinct_n, self_bleu
+from .scoring import IW_SAMPLES, batch_generators, encode_batch, score_batch, stream_generators
+from .text_metrics import bleu_tokenization, distinct_n, reconstruction_scores, self_bleu
 from .tokenization import decode_ids
 
 logger = logging.getLogger(__name__)
@@ -111,18 +111,29 @@ def _score_split(
     return totals
 
 
-def _diversity_results(model, tokenizer, options: dict, generator: torch.Generator, tokenize: str) -> dict:
-    """self-BLEU and distinct-1/2 of ancestral samples: `z ~ N(0, I)`, then words at temperature 1."""
+def _diversity_results(
+    model, tokenizer, options: dict, generator: torch.Generator, tokenize: str, prior=None
+) -> dict:
+    """self-BLEU and distinct-1/2 of ancestral samples: `z ~ N(0, I)`, then words at temperature 1.
+
+    prior: where a deterministic autoencoder's codes come from (the aggregate prior fitted to them; no
+    samples without one: N(0, I) means nothing to it).
+    """
     count = options["num_diversity_samples"]
     results = {"self_bleu": None, "distinct_1": None, "distinct_2": None, "num_diversity_samples": count}
-    if count == 0:
+    deterministic = model.config.has_latent and not model.config.has_posterior
+    if deterministic and prior is None:
+        results["num_diversity_samples"] = None
+    if count == 0 or (deterministic and prior is None):
         return results
     parameter = next(model.parameters())
     samples = []
     for start in range(0, count, options["batch_size"]):
         size = min(options["batch_size"], count - start)
         z = None
-        if model.config.has_latent:
+        if deterministic:
+            z = prior.sample(size, generator).to(parameter.device, parameter.dtype)
+        elif model.config.has_latent:
             z = torch.randn(
                 (size, model.config.latent_dim),
                 generator=generator,
@@ -178,6 +189,42 @@ def _generation_results(
                 max_length,
             )
         )
+    return results
+
+
+_TRAIN_KEYS = ("recon_bleu", "recon_bleu1", "recon_exact")
+
+
+def _train_sample_results(
+    model, tokenizer, train_split: TokenizedSplit | None, options: dict, tokenize
+) -> dict:
+    """The reconstruction figures on a sample of training sentences, `train_` before each name, and the
+    generalisation gap `recon_bleu_gap` (train minus evaluated corpus BLEU-4) is added by the caller's
+    results; all None without a sample (or for a language model, which reconstructs nothing)."""
+    results = {f"train_{key}": None for key in _TRAIN_KEYS}
+    results["train_sample"] = None
+    if (
+        train_split is None
+        or not model.config.has_latent
+        or not options["compute_bleu"]
+        or not len(train_split)
+    ):
+        return results
+    device = next(model.parameters()).device
+    hypotheses, references = [], []
+    batches = LengthBucketSampler(train_split.lengths, options["batch_size"], shuffle=False).batches()
+    with torch.no_grad():
+        for indices in tqdm(batches, desc="training sample", disable=not options["show_progress"]):
+            batch = {
+                k: v.to(device) for k, v in collate(train_split, indices, model.config.pad_token_id).items()
+            }
+            mu, _ = encode_batch(model, batch)
+            output_ids = generate(model, z=mu, max_length=options["max_length"])
+            hypotheses += [decode_ids(tokenizer, row) for row in output_ids.tolist()]
+            references += [decode_ids(tokenizer, row) for row in batch["input_ids"].tolist()]
+    scores = reconstruction_scores(hypotheses, references, tokenize)
+    results.update({f"train_{key}": scores[key] for key in _TRAIN_KEYS})
+    results["train_sample"] = len(train_split)
     return results
 
 
@@ -259,6 +306,7 @@ def evaluate(
     shard: bool = False,
     progress_path: str | Path | None = None,
     progress_every_seconds: float = 300.0,
+    train_split: TokenizedSplit | None = None,
 ) -> dict:
     """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
 
@@ -272,8 +320,13 @@ def evaluate(
       posterior as its prior (that mixture spread by the posteriors' mean variance,
       `AggregatePrior.spread_by_posteriors`), on the same K draws (`importance_weighted_scores`), and the
       Monte Carlo KL to it; else None.
-    Latent: mi (`mutual_information`), au with au_variances and au_threshold (`active_units`), recon_bleu
-    (corpus BLEU of greedy reconstructions from the posterior mean; bleu_signature says how it was scored).
+    Latent: mi (`mutual_information`), kl_marginal (kl - mi: KL(q(z) || p(z)), what the code spends on
+    separating sentences beyond I(x; z)), au with au_variances and au_threshold (`active_units`).
+    Reconstruction (greedy from the posterior mean): recon_bleu (corpus BLEU-4; bleu_signature says how
+    it was scored), recon_bleu1 (sentence BLEU-1 averaged over sentences) and recon_exact (the share
+    rebuilt word for word), `text_metrics.reconstruction_scores`; with `train_split` (a sample of the
+    training sentences) the same three as train_recon_bleu, train_recon_bleu1, train_recon_exact, with
+    train_sample its size: the generalisation gap.
     Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
     prior (`z ~ N(0, I)`, then words at temperature 1). Also num_sentences, iw_samples and seed.
 
@@ -319,21 +372,32 @@ def evaluate(
     try:
         with torch.no_grad():
             totals = _score_split(model, tokenizer, split, options, generators, shard, progress_file)
-            diversity = _diversity_results(model, tokenizer, options, generators["prior"], tokenize)
+            diversity = _diversity_results(
+                model, tokenizer, options, generators["prior"], tokenize, (priors or {}).get("aggregate")
+            )
             generation = _generation_results(
                 model, tokenizer, totals, generators, tokenize, *generation_options, max_length
             )
     finally:
         model.train(was_training)
-    results = _likelihood_results(totals, split, iw_samples if has_latent else None)
+    results = _likelihood_results(totals, split, iw_samples if model.config.has_posterior else None)
+    if has_latent and not model.config.has_posterior:
+        # A deterministic autoencoder: rec is its reconstruction loss; no KL, no likelihood (N/A).
+        not_applicable = ("kl", "neg_elbo", "ppl_bound", "nll", "ppl")
+        results.update(dict.fromkeys(not_applicable + tuple(_aggregate_likelihood({}, 1, 1))))
     results.update(latent_results(totals, au_threshold, generators["mi"]))
-    results["recon_bleu"] = results["bleu_signature"] = None
+    results.update(dict.fromkeys(("recon_bleu", "recon_bleu1", "recon_exact", "bleu_signature")))
     if totals["hypotheses"]:
-        results["recon_bleu"], results["bleu_signature"] = corpus_bleu(
-            totals["hypotheses"], totals["references"], tokenize
-        )
+        results.update(reconstruction_scores(totals["hypotheses"], totals["references"], tokenize))
+    if results["kl"] is not None and results["mi"] is not None:
+        # What the code spends on telling sentences apart beyond what it says of them: KL(q(z) || p(z)).
+        results["kl_marginal"] = results["kl"] - results["mi"]
+    else:
+        results["kl_marginal"] = None
+    results.update(_train_sample_results(model, tokenizer, train_split, options, tokenize))
     results.update(diversity)
     results.update(generation)
     results["seed"] = seed
-    logger.info("evaluated %d sentences: nll %.3f, ppl %.2f", len(split), results["nll"], results["ppl"])
+    if results["nll"] is not None:
+        logger.info("evaluated %d sentences: nll %.3f, ppl %.2f", len(split), results["nll"], results["ppl"])
     return results

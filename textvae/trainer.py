@@ -73,8 +73,9 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         if config.pretrain_epochs and model.config.decoder_type == "hf":
             raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
+        self.encoder_noise = config.noise()  # Shen et al.'s denoising input, in `_shard_batch`
         self.controller, self._warned_out_of_reach = None, False
-        if config.target_kl is not None and model.config.has_latent:
+        if config.target_kl is not None and model.config.has_posterior:
             self.controller = KLController(
                 target=config.target_kl,
                 warmup_steps=config.target_kl_warmup_steps,

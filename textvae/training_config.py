@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .architecture import ARCHITECTURE_OPTIONS
+from .encoder_noise import EncoderNoise
 from .run_files import write_text_atomically
 
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
@@ -159,6 +160,13 @@ class TrainConfig:
     word_dropout: float = _option(
         0.0, "probability of replacing a decoder input word by unk (Bowman et al. 2016)"
     )
+    encoder_noise: str = _option(
+        "0,0,0,0",
+        "denoising input for the encoder (Shen et al. 2020): drop,blank,substitute,k, the probabilities of "
+        "dropping a word, replacing it by unk and by a random word, and the most places a word moves in a "
+        "local shuffle; the encoder reads the corrupted sentence in training, the decoder reconstructs "
+        "the clean one (Shen et al.'s DAAE: 0.3,0,0,0)",
+    )
     aggressive_encoder: bool = _option(
         False,
         "aggressive inference network training (He et al. 2019): before each step's decoder-only update, "
@@ -214,7 +222,9 @@ class TrainConfig:
         schedule_given = self.kl_schedule is not None
         if not schedule_given:
             self.kl_schedule = "linear"
-        latent = not isinstance(self.model, dict) or self.model.get("latent_dim", 1) != 0
+        latent = not isinstance(self.model, dict) or (
+            self.model.get("latent_dim", 1) != 0 and not self.model.get("deterministic", False)
+        )
         if self.target_kl is None and not schedule_given and latent:
             self.target_kl = DEFAULT_TARGET_KL
         if self.target_kl == 0:
@@ -273,6 +283,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be positive (0: off), got {self.target_kl}")
+        noise = self.noise()  # ValueError for a bad value
+        deterministic = self.model.get("deterministic", False)
+        if self.target_kl is not None and deterministic:
+            raise ValueError("target_kl sets a VAE's rate: a deterministic autoencoder has no KL term")
+        if noise.active and self.model.get("latent_dim", 1) == 0:
+            raise ValueError(
+                "encoder_noise corrupts the encoder's input: a language model (latent_dim 0) has none"
+            )
         if self.pretrain_epochs >= self.epochs:
             raise ValueError(
                 f"pretrain_epochs ({self.pretrain_epochs}) must be smaller than epochs ({self.epochs})"
@@ -305,6 +323,10 @@ class TrainConfig:
     def schedule_needs_total_steps(self) -> bool:
         """Whether the KL or learning-rate schedule is laid out over the whole run's steps."""
         return self.lr_scheduler == "cosine" or (self.kl_schedule == "cyclical" and self.target_kl is None)
+
+    def noise(self) -> EncoderNoise:
+        """The encoder's input noise (`encoder_noise`), parsed."""
+        return EncoderNoise.parse(self.encoder_noise)
 
     def corpus_options(self) -> dict[str, Any]:
         """The `load_corpus` options that decide which sentences land in each split."""

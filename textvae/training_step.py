@@ -15,6 +15,7 @@ import torch
 
 from .data import collate
 from .distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
+from .encoder_noise import apply_noise, draw_noise
 from .modeling import free_bits_kl
 from .training_config import kl_weight
 
@@ -37,10 +38,11 @@ class TrainingStepMixin:
         return contextlib.nullcontext()
 
     def _kl_weight(self) -> float:
-        """0 while pretraining the autoencoder (and always for a language model, which has no KL term);
+        """0 while pretraining the autoencoder (and always for a language model or a deterministic
+        autoencoder, which have no KL term);
         then the schedule, counted from the VAE's first step."""
         step = self.state["step"] - self.pretrain_steps
-        if step < 0 or not self.model.config.has_latent:
+        if step < 0 or not self.model.config.has_posterior:
             return 0.0
         if self.controller is not None:
             return self.controller.beta
@@ -79,7 +81,33 @@ class TrainingStepMixin:
             longest = int(split.lengths_at(indices).max())
             draws = torch.rand((count, longest - 1), generator=generator, device=self.device)
             batch["word_dropout_draws"] = draws[start:stop]  # (B, T - 1) of the global batch's T
+        if self.encoder_noise.active:  # drawn last: a run without noise draws what it always did
+            self._add_encoder_noise(batch, split, indices, (start, stop), generator)
         return batch
+
+    def _add_encoder_noise(self, batch: dict, split, indices, rows: tuple[int, int], generator) -> None:
+        """Put the corrupted copy of the shard's sentences that the encoder reads into the batch
+        (`encoder_noise.py`, Shen et al. 2020); the draws are made for the whole global batch."""
+        noise, tokenizer = self.encoder_noise, self.data.encoder_tokenizer
+        if "encoder_input_ids" in batch:  # a pretrained encoder's own ids and special tokens
+            ids, mask = batch["encoder_input_ids"], batch["encoder_attention_mask"]
+            longest = int(split.encoder_input_ids.lengths_at(indices).max())
+            blank = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+            pad, specials, vocab_size = (
+                tokenizer.pad_token_id,
+                tuple(tokenizer.all_special_ids),
+                len(tokenizer),
+            )
+        else:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            longest = int(split.lengths_at(indices).max())
+            config = self.model.config
+            blank, pad, vocab_size = config.unk_token_id, config.pad_token_id, config.vocab_size
+            specials = (config.pad_token_id, config.bos_token_id, config.eos_token_id, config.unk_token_id)
+        draws = draw_noise(noise, len(indices), longest, vocab_size, generator, self.device)
+        draws = {name: values[rows[0] : rows[1]] for name, values in draws.items()}  # (B, T) this shard's
+        noisy_ids, noisy_mask = apply_noise(ids, mask, noise, draws, blank, pad, specials)
+        batch["encoder_input_ids"], batch["encoder_attention_mask"] = noisy_ids, noisy_mask
 
     def _global_batch_loss(self, output, kl_weight: float, free_bits: float) -> tuple[torch.Tensor, dict]:
         """(the tensor to differentiate, the global batch's figures) from this process's shard's output.

@@ -49,7 +49,10 @@ def validate(
             k: v.to(device) for k, v in collate(split, batches[number], model.config.pad_token_id).items()
         }
         z = None
-        if model.config.has_latent:
+        if model.config.has_latent and not model.config.has_posterior:
+            z, _ = encode_batch(model, batch)  # a deterministic autoencoder's code: no KL term
+            means.append((number, z.float().cpu(), None))
+        elif model.config.has_latent:
             mu, logvar = encode_batch(model, batch)  # (B, Z)
             generator = torch.Generator(device=device).manual_seed(derived_seed(seed, number))
             z = model.reparameterize(mu, logvar, generator)
@@ -69,10 +72,10 @@ def validate(
     metrics["ppl_bound"] = math.exp((rec_total + kl_total) / tokens)
     if means:
         means.sort(key=lambda item: item[0])
-        if mutual_info:
+        if mutual_info and model.config.has_posterior:
             logvars = torch.cat([logvar for _, _, logvar in means])  # (N, Z)
         means = torch.cat([mu for _, mu, _ in means])  # (N, Z)
-        if mutual_info:
+        if mutual_info and model.config.has_posterior:
             generator = torch.Generator().manual_seed(derived_seed(seed, _MI_DRAWS))
             metrics["mi"] = mutual_information(means, logvars, generator)
         metrics["au"] = int((means.var(dim=0) >= 0.01).sum())

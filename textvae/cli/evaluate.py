@@ -68,6 +68,14 @@ def add_parsers(commands) -> None:
         "--limit", type=positive_int, default=None, help="evaluate only the first N sentences"
     )
     evaluate.add_argument(
+        "--train-sample",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="also reconstruct N sentences drawn from the training split the run was trained on, beside "
+        "the evaluated ones: the generalisation gap (default: 1000)",
+    )
+    evaluate.add_argument(
         "--reference-lm",
         metavar="RUN",
         default=None,
@@ -119,6 +127,7 @@ def run_evaluate(args) -> None:
         interpolation_pairs=args.interpolation_pairs,
         interpolation_steps=args.steps,
         limit=args.limit,
+        train_sample=args.train_sample,
         seed=args.seed,
         device=args.device,
     )

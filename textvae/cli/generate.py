@@ -168,7 +168,9 @@ def run_encode(args) -> None:
         np.save(buffer, mu.numpy())
         write_text_atomically(output, buffer.getvalue())
     else:
-        rows = zip(sentences, mu.tolist(), logvar.tolist(), strict=True)
+        # A deterministic autoencoder's codes are points: logvar null.
+        logvars = logvar.tolist() if logvar is not None else [None] * len(sentences)
+        rows = zip(sentences, mu.tolist(), logvars, strict=True)
         write_text_atomically(
             output, "".join(json.dumps({"sentence": s, "mu": m, "logvar": lv}) + "\n" for s, m, lv in rows)
         )
