@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from textvae.app import build_app, launch_app
-from textvae.explorer import AppLimits
+from textvae.app.explorer import AppLimits
+from textvae.app.page import build_app, launch_app
 
 DEFAULT_START = "the company said it expects to report a loss for the third quarter"
 DEFAULT_END = "he declined to comment on the report"

@@ -64,9 +64,11 @@ def prepare(path: str) -> dict:
     """Prepare the corpus at `path` stage by stage; returns the measurements."""
     import datasets
 
-    from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
-    from textvae.training_config import TrainConfig
-    from textvae.training_setup import train_corpus_tokenizer
+    from textvae.data.corpora import load_corpus
+    from textvae.data.storage import TokenizedSplit
+    from textvae.data.token_ids import tokenize_corpus
+    from textvae.training.config import TrainConfig
+    from textvae.training.setup import train_corpus_tokenizer
 
     datasets.disable_progress_bars()
     config = TrainConfig(data=path)
@@ -107,8 +109,8 @@ def train_steps(path: str, steps: int, output_dir: str, streaming: bool = False)
     """`train()` the default model for `steps` steps on the corpus (preparation included)."""
     import datasets
 
-    from textvae.training import train
-    from textvae.training_config import TrainConfig
+    from textvae.training.config import TrainConfig
+    from textvae.training.run import train
 
     datasets.disable_progress_bars()
     start = time.perf_counter()

@@ -27,11 +27,11 @@ import torch
 
 from textvae.cli import USER_ERRORS
 from textvae.cli.common import non_negative_int, positive_int
-from textvae.data import read_sentence_file
+from textvae.data.corpora import read_sentence_file
+from textvae.data.tokenization import decode_ids
+from textvae.evaluation.text import bleu_tokenization, corpus_bleu, interpolation_metrics
 from textvae.generation import interpolate_latents
 from textvae.pipeline import TextVAEPipeline
-from textvae.text_metrics import bleu_tokenization, corpus_bleu, interpolation_metrics
-from textvae.tokenization import decode_ids
 
 SETTINGS = {
     "greedy": dict(strategy="greedy"),

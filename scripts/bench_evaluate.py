@@ -20,9 +20,12 @@ from pathlib import Path
 import torch
 
 from textvae import TextVAEConfig, TextVAEModel
-from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
-from textvae.evaluation import evaluate, format_results
-from textvae.tokenization import load_tokenizer, train_word_tokenizer
+from textvae.data.corpora import load_corpus
+from textvae.data.storage import TokenizedSplit
+from textvae.data.token_ids import tokenize_corpus
+from textvae.data.tokenization import load_tokenizer, train_word_tokenizer
+from textvae.evaluation.run import format_results
+from textvae.evaluation.split import evaluate
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

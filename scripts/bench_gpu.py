@@ -58,14 +58,15 @@ from pathlib import Path
 import torch
 from bench_train_speed import MatmulTimer  # scripts/ is no package: this script's folder is on sys.path
 
-from textvae.checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
-from textvae.configuration import RNN_TYPES
-from textvae.data import TokenizedSplit
-from textvae.evaluation import evaluate
+from textvae.checkpointing import load_run
+from textvae.data.storage import TokenizedSplit
+from textvae.evaluation.split import evaluate
+from textvae.models.options import RNN_TYPES
 from textvae.pipeline import TextVAEPipeline
-from textvae.trainer import Trainer
-from textvae.training_config import TrainConfig, read_config_file
-from textvae.training_setup import build_model, prepare_data
+from textvae.run_files import TRAIN_CONFIG_NAME, read_json
+from textvae.training.config import TrainConfig, read_config_file
+from textvae.training.setup import build_model, prepare_data
+from textvae.training.trainer import Trainer
 
 ROW = Path(__file__).resolve().parent / "ptb_table" / "6_best.yaml"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from textvae.latent_tools import nearest_neighbours
+from textvae.latent.arithmetic import nearest_neighbours
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,8 +37,8 @@ def parse_args() -> argparse.Namespace:
 
 def corpus_vectors(args: argparse.Namespace) -> torch.Tensor:
     if args.model:
-        from textvae.data import read_sentence_file
-        from textvae.latent_tools import encode_corpus_cached
+        from textvae.data.corpora import read_sentence_file
+        from textvae.latent.cache import encode_corpus_cached
         from textvae.pipeline import TextVAEPipeline
 
         pipeline = TextVAEPipeline.from_pretrained(args.model)

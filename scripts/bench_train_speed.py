@@ -121,8 +121,10 @@ class SentenceVAEBaseline(nn.Module):
 
 def load_ptb(data_dir: str):
     """PTB train as `[BOS] + words[:59] + [EOS]` ids (`PackedSequences`), the vocabulary size, the pad id."""
-    from textvae.data import TokenizedSplit, load_corpus, tokenize_corpus
-    from textvae.tokenization import train_word_tokenizer
+    from textvae.data.corpora import load_corpus
+    from textvae.data.storage import TokenizedSplit
+    from textvae.data.token_ids import tokenize_corpus
+    from textvae.data.tokenization import train_word_tokenizer
 
     datasets.disable_progress_bars()
     corpus = load_corpus("ptb", data_dir=data_dir)
@@ -134,7 +136,8 @@ def load_ptb(data_dir: str):
 
 def textvae_batches(sentences, pad_token_id: int, batch_size: int, seed: int) -> Iterator:
     """Endless length-bucketed batches, as textvae trains: yields (batch dict, predicted tokens, size)."""
-    from textvae.data import LengthBucketSampler, TokenizedSplit, collate
+    from textvae.data.bucketing import LengthBucketSampler
+    from textvae.data.storage import TokenizedSplit, collate
 
     split = TokenizedSplit(input_ids=sentences)
     sampler = LengthBucketSampler(split.lengths, batch_size, seed=seed)
@@ -169,8 +172,8 @@ def build_step(
     """The model and a `step(batch) -> None` closure doing one training step of `variant`."""
     if variant == "textvae":
         from textvae import TextVAEConfig, TextVAEModel
-        from textvae.training import make_optimizer
-        from textvae.training_config import TrainConfig
+        from textvae.training.config import TrainConfig
+        from textvae.training.setup import make_optimizer
 
         config = TextVAEConfig(
             vocab_size=vocab_size,

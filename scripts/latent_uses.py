@@ -31,16 +31,13 @@ import datasets
 import numpy as np
 import torch
 
-from textvae.data import read_sentence_file
-from textvae.latent_tools import (
-    attribute_vector,
-    auroc,
-    encode_corpus_cached,
-    format_probe_table,
-    nearest_neighbours,
-)
+from textvae.data.corpora import read_sentence_file
+from textvae.evaluation.scoring import auroc
+from textvae.evaluation.text import corpus_bleu
+from textvae.latent.arithmetic import attribute_vector, nearest_neighbours
+from textvae.latent.cache import encode_corpus_cached
+from textvae.latent.probes import format_probe_table
 from textvae.pipeline import TextVAEPipeline
-from textvae.text_metrics import corpus_bleu
 
 SECTIONS = ("probe", "transfer", "anomaly", "neighbours")
 SCORES = ("nll_per_token", "nll", "neg_elbo", "kl")

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import torch
 
-from textvae.checkpointing import HISTORY_NAME, TRAINER_STATE_NAME, checkpoint_folders, load_model
-from textvae.evaluation import evaluate_run
-from textvae.prior_distributions import PRIOR_CONFIG_NAME
-from textvae.priors import fit_prior_for_run
-from textvae.training import train
-from textvae.training_config import TrainConfig, read_config_file
+from textvae.checkpointing import checkpoint_folders, load_model
+from textvae.evaluation.run import evaluate_run
+from textvae.priors.distributions import PRIOR_CONFIG_NAME
+from textvae.priors.fitting import fit_prior_for_run
+from textvae.run_files import HISTORY_NAME, TRAINER_STATE_NAME
+from textvae.training.config import TrainConfig, read_config_file
+from textvae.training.run import train
 
 ROW_DIR = Path(__file__).resolve().parent / "ptb_table"
 COLUMNS = (

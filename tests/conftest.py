@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN, make_sentences
 

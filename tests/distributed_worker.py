@@ -27,11 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-import textvae.trainer as trainer_module  # noqa: E402
+import textvae.training.trainer as trainer_module  # noqa: E402
 from textvae import distributed  # noqa: E402
-from textvae.evaluation import evaluate_run  # noqa: E402
-from textvae.training import train  # noqa: E402
-from textvae.training_config import TrainConfig  # noqa: E402
+from textvae.evaluation.run import evaluate_run  # noqa: E402
+from textvae.training.config import TrainConfig  # noqa: E402
+from textvae.training.run import train  # noqa: E402
 
 
 def main(spec_path: str) -> None:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from textvae.aggressive import parameter_groups
 from textvae.checkpointing import checkpoint_folders
-from textvae.trainer import Trainer
-from textvae.training import train
-from textvae.training_config import TrainConfig
-from textvae.training_setup import build_model, prepare_data
+from textvae.training.aggressive import parameter_groups
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
+from textvae.training.setup import build_model, prepare_data
+from textvae.training.trainer import Trainer
 
 from .helpers import TINY_TRAIN, TINY_TRANSFORMER, run_cli, run_cli_error
 
@@ -153,8 +153,8 @@ def aggressive_config(corpus_file, **options) -> TrainConfig:
 def test_aggressive_training_ends_after_the_first_epoch_whose_mi_falls(
     tmp_path, corpus_file, monkeypatch, caplog, values, aggressive_epochs
 ):
-    monkeypatch.setattr("textvae.validation.mutual_information", fake_mutual_information(values, {}))
-    with caplog.at_level("INFO", logger="textvae.aggressive"):
+    monkeypatch.setattr("textvae.training.validation.mutual_information", fake_mutual_information(values, {}))
+    with caplog.at_level("INFO", logger="textvae.training.aggressive"):
         run = train(aggressive_config(corpus_file), output_dir=tmp_path / "run")
     train_records, validation = records(run), records(run, "validation")
     assert all(r["aggressive"] == (r["epoch"] <= aggressive_epochs) for r in train_records)
@@ -180,7 +180,9 @@ def test_a_resumed_aggressive_run_equals_the_uninterrupted_one(tmp_path, corpus_
     # MI 0.5 then 0.4: the phase ends after epoch 2, which the stop at step 12 cuts in two; the resumed
     # run must know epoch 1's MI to end it there too.
     seen = {}
-    monkeypatch.setattr("textvae.validation.mutual_information", fake_mutual_information([0.5, 0.4], seen))
+    monkeypatch.setattr(
+        "textvae.training.validation.mutual_information", fake_mutual_information([0.5, 0.4], seen)
+    )
     config = aggressive_config(corpus_file, word_dropout=0.2)
     whole = train(config, output_dir=tmp_path / "whole")
     stopped = train(TrainConfig(**{**config.to_dict(), "max_steps": 12}), output_dir=tmp_path / "split")

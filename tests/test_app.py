@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from textvae.explorer import PATH_HEADERS, AppLimits, Explorer
-from textvae.latent_tools import attribute_vector
+from textvae.app.explorer import PATH_HEADERS, AppLimits, Explorer
+from textvae.latent.arithmetic import attribute_vector
 from textvae.pipeline import TextVAEPipeline
 from textvae.plotting import project_latents
-from textvae.priors import fit_prior_for_run
+from textvae.priors.fitting import fit_prior_for_run
 
 gr = pytest.importorskip("gradio", reason="the explorer needs gradio: pip install -e '.[dev]'")
 
@@ -152,7 +152,7 @@ BAD_REQUESTS = [
 def test_limits_and_bad_input_give_the_pages_message(explorer, method, args, message):
     with pytest.raises(ValueError, match=message):
         getattr(explorer, method)(*args)
-    from textvae.app import shown_in_page
+    from textvae.app.page import shown_in_page
 
     with pytest.raises(gr.Error, match=message) as caught:
         shown_in_page(getattr(explorer, method))(*args)
@@ -197,7 +197,7 @@ def free_port() -> int:
 
 def test_served_app_answers_through_gradio_client(explorer):
     gradio_client = pytest.importorskip("gradio_client")
-    from textvae.app import build_app, launch_app
+    from textvae.app.page import build_app, launch_app
 
     app = build_app(explorer)
     try:

@@ -72,7 +72,7 @@ def browser():
 @pytest.fixture
 def served(trained_run):
     """The explorer of the tiny run on 127.0.0.1 and a free port: (url, its Explorer); stopped after."""
-    from textvae.app import build_app, launch_app
+    from textvae.app.page import build_app, launch_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

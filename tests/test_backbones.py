@@ -20,14 +20,14 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 import textvae  # noqa: F401  (registers TextVAEModel with AutoModel)
 from textvae import TextVAEConfig, TextVAEModel
-from textvae.backbones import (
+from textvae.generation import beam_search, generate
+from textvae.models.backbones import (
     PretrainedDecoderState,
     backbone_config_overrides,
     load_backbone_config,
     load_backbone_tokenizer,
     load_pretrained_backbones,
 )
-from textvae.generation import beam_search, generate
 from textvae.pipeline import TextVAEPipeline
 
 from .helpers import TINY_TRANSFORMER

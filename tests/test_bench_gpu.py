@@ -120,7 +120,7 @@ def test_quick_run_on_the_cpu_writes_every_figure(scripts, tiny_ptb, tmp_path, c
 
 
 def test_a_trained_run_is_evaluated_with_its_own_weights(scripts, tiny_ptb, tmp_path, trained_run):
-    from textvae.evaluation import evaluate_run
+    from textvae.evaluation.run import evaluate_run
 
     output = tmp_path / "bench.json"
     args = ["--device", "cpu", "--quick", "--data-dir", tiny_ptb, "--json", output, "--model", trained_run]

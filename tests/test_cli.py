@@ -147,7 +147,7 @@ def bad_inputs(tmp_path, run, corpus_file):
     shutil.copytree(run, mismatched)
     other = tmp_path / "other.txt"
     other.write_text("\n".join(make_sentences(50, seed=9) + ["entirely new words here"]) + "\n")
-    from textvae.tokenization import train_word_tokenizer
+    from textvae.data.tokenization import train_word_tokenizer
 
     train_word_tokenizer(other.read_text().splitlines()).save_pretrained(mismatched)
     non_finite = tmp_path / "non-finite"

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from textvae.data import load_corpus
-from textvae.latent_tools import CACHE_PREFIX
+from textvae.data.corpora import load_corpus
+from textvae.latent.cache import CACHE_PREFIX
 
 from .helpers import make_sentences, run_cli, run_cli_error
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from textvae.checkpointing import CHECKPOINT_PAUSE_ENV, checkpoint_folders, load_run
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 

@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from textvae.data import (
-    LengthBucketSampler,
-    PackedSequences,
-    TokenizedSplit,
-    collate,
-    load_corpus,
-    tokenize_corpus,
-)
-from textvae.tokenization import WordLookup, encode_texts, train_tokenizer, train_word_tokenizer
-from textvae.training_config import TrainConfig
+from textvae.data.bucketing import LengthBucketSampler
+from textvae.data.corpora import load_corpus
+from textvae.data.storage import PackedSequences, TokenizedSplit, collate
+from textvae.data.token_ids import tokenize_corpus
+from textvae.data.tokenization import WordLookup, encode_texts, train_tokenizer, train_word_tokenizer
+from textvae.training.config import TrainConfig
 
 from .helpers import PTB_DIR, make_sentences
 
@@ -300,7 +296,7 @@ def test_overlong_sentences_are_counted_in_a_warning(tmp_path, caplog, policy, k
     (tmp_path / "valid.txt").write_text("a\na b c d e f g\n", encoding="utf-8")
     corpus = load_corpus(str(tmp_path))
     tokenizer = train_word_tokenizer(corpus["train"]["text"])
-    with caplog.at_level(logging.WARNING, logger="textvae.data"):
+    with caplog.at_level(logging.WARNING, logger="textvae.data.token_ids"):
         tokenized = tokenize_corpus(corpus, tokenizer, max_length=3, overlong=policy)
     verb = "truncated" if policy == "truncate" else "dropped"
     assert f"{verb} 2 of 3 training sentences longer than 3 tokens; --max-length / --overlong" in caplog.text
@@ -318,7 +314,7 @@ def test_default_max_length_keeps_a_100_word_sentence_and_truncates_a_200_word_o
     (tmp_path / "valid.txt").write_text("w1 w2\n", encoding="utf-8")
     corpus = load_corpus(str(tmp_path))
     tokenizer = train_word_tokenizer(corpus["train"]["text"])
-    with caplog.at_level(logging.WARNING, logger="textvae.data"):
+    with caplog.at_level(logging.WARNING, logger="textvae.data.token_ids"):
         tokenized = tokenize_corpus(corpus, tokenizer, max_length=limit)
     assert list(tokenized["train"]["length"]) == [102, 130]
     assert "truncated 1 of 2 training sentences longer than 128 tokens" in caplog.text
@@ -345,7 +341,7 @@ def test_encoder_ids_follow_their_sentences(tmp_path, policy):
 def test_words_are_counted_by_arrow_on_threads_as_str_split_counts_them(tmp_path, monkeypatch):
     from collections import Counter
 
-    from textvae import data
+    from textvae.data import token_ids as data
 
     whitespace = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
     texts = [
@@ -376,7 +372,7 @@ def test_words_are_counted_by_arrow_on_threads_as_str_split_counts_them(tmp_path
 
 @pytest.mark.parametrize("tokenizer_type", ["word", "bpe"])
 def test_tokenizing_on_threads_keeps_every_sentence_in_its_place(tmp_path, monkeypatch, tokenizer_type):
-    from textvae import data
+    from textvae.data import token_ids as data
 
     lines = make_sentences(90, seed=4)
     (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from textvae import TextVAEConfig
-from textvae.training import train
-from textvae.training_config import DEFAULT_TARGET_KL, TrainConfig
+from textvae.training.config import DEFAULT_TARGET_KL, TrainConfig
+from textvae.training.run import train
 
 from .helpers import QUIET_TRAIN, make_sentences, run_cli, run_cli_error
 

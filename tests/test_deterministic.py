@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from textvae.evaluation import evaluate_run, format_results, training_sample
+from textvae.evaluation.run import evaluate_run, format_results, training_sample
 from textvae.pipeline import TextVAEPipeline
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN, make_sentences, run_cli, run_cli_error, tiny_model
 

@@ -30,10 +30,12 @@ from textvae.distributed import (
     shard_bounds,
     shared_errors,
 )
-from textvae.evaluation import evaluate_run
-from textvae.modeling import FixedScaleBatchNorm, free_bits_kl
-from textvae.training import Trainer, build_model, prepare_data, train
-from textvae.training_config import TrainConfig
+from textvae.evaluation.run import evaluate_run
+from textvae.models.modeling import FixedScaleBatchNorm, free_bits_kl
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
+from textvae.training.setup import build_model, prepare_data
+from textvae.training.trainer import Trainer
 
 from .helpers import NO_DROPOUT, QUIET_TRAIN, make_sentences, random_batch, tiny_model
 

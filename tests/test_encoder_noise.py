@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from textvae.checkpointing import checkpoint_folders
-from textvae.encoder_noise import EncoderNoise, apply_noise, draw_noise
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.data.noise import EncoderNoise, apply_noise, draw_noise
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN, random_batch, run_cli_error
 

@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from textvae import TextVAEConfig, TextVAEModel
-from textvae.data import TokenizedSplit, collate, load_corpus, tokenize_corpus
-from textvae.evaluation import (
-    active_units,
-    evaluate,
-    format_results,
-    importance_weighted_nll,
-    importance_weighted_scores,
-    mutual_information,
-)
-from textvae.priors import AggregatePrior, StandardPrior
-from textvae.tokenization import train_word_tokenizer
+from textvae.data.corpora import load_corpus
+from textvae.data.storage import TokenizedSplit, collate
+from textvae.data.token_ids import tokenize_corpus
+from textvae.data.tokenization import train_word_tokenizer
+from textvae.evaluation.latent import active_units, mutual_information
+from textvae.evaluation.run import format_results
+from textvae.evaluation.scoring import importance_weighted_nll, importance_weighted_scores
+from textvae.evaluation.split import evaluate
+from textvae.priors.distributions import AggregatePrior, StandardPrior
 
 TEXTS = [
     "the cat sat on the mat",
@@ -228,7 +226,7 @@ def test_aggregate_nll_of_a_fitted_prior_covers_inactive_units(tokenizer):
     # Every posterior is N(0, I) (no unit active): the means never move, so the mixture fitted to them is
     # a point at 0, but spread by the posteriors' variance it is N(0, I), and the aggregate-prior NLL equals
     # the standard one instead of blowing up.
-    from textvae.priors import fit_run_prior
+    from textvae.priors.fitting import fit_run_prior
 
     model, split = prior_encoder(make_model(tokenizer)), make_split(tokenizer)
     prior = fit_run_prior(model, split, split, batch_size=4, components=(1,))

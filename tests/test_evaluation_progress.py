@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from textvae import split_evaluation
-from textvae.evaluation import evaluate, evaluate_run
-from textvae.evaluation_progress import ScoreProgress, model_digest, split_digest
+from textvae.evaluation import split as split_evaluation
+from textvae.evaluation.progress import ScoreProgress, model_digest, split_digest
+from textvae.evaluation.run import evaluate_run
+from textvae.evaluation.split import evaluate
 
 from .helpers import make_sentences
 from .test_evaluation import QUICK, TEXTS, make_model, make_split
@@ -38,7 +39,7 @@ def count_scored_batches(monkeypatch, stop_after: int | None = None) -> list[int
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from textvae.tokenization import train_word_tokenizer
+    from textvae.data.tokenization import train_word_tokenizer
 
     return train_word_tokenizer(TEXTS)
 
@@ -85,7 +86,7 @@ def test_saved_scores_of_other_options_or_weights_are_not_used(tokenizer, tmp_pa
 
 
 def test_saved_scores_of_another_aggregate_prior_are_not_used(tokenizer, tmp_path, monkeypatch):
-    from textvae.priors import AggregatePrior, StandardPrior
+    from textvae.priors.distributions import AggregatePrior, StandardPrior
 
     def priors(shift: float) -> dict:
         mixture = AggregatePrior(torch.ones(1), torch.full((1, 4), shift), torch.eye(4)[None])

@@ -10,10 +10,10 @@ import torch
 
 from textvae import TextVAEConfig, TextVAEModel
 from textvae.cli import main
-from textvae.evaluation import evaluate
-from textvae.generation_metrics import forward_ppl, load_reference_lm
-from textvae.priors import AggregatePrior, StandardPrior
-from textvae.tokenization import train_word_tokenizer
+from textvae.data.tokenization import train_word_tokenizer
+from textvae.evaluation.samples import forward_ppl, load_reference_lm
+from textvae.evaluation.split import evaluate
+from textvae.priors.distributions import AggregatePrior, StandardPrior
 
 from .test_evaluation import QUICK, TEXTS, make_model, make_split
 

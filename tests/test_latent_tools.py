@@ -13,22 +13,15 @@ import torch
 
 from textvae import TextVAEConfig, TextVAEModel
 from textvae.checkpointing import load_model, save_model
-from textvae.data import TokenizedSplit, read_sentence_file
-from textvae.evaluation import evaluate
-from textvae.latent_tools import (
-    CACHE_PREFIX,
-    analogy_latent,
-    attribute_vector,
-    auroc,
-    draw_label_subsets,
-    encode_corpus_cached,
-    nearest_neighbours,
-    probe_accuracy,
-    score_sentences,
-    tfidf_probe_accuracy,
-)
+from textvae.data.corpora import read_sentence_file
+from textvae.data.storage import TokenizedSplit
+from textvae.data.tokenization import train_word_tokenizer
+from textvae.evaluation.scoring import auroc, score_sentences
+from textvae.evaluation.split import evaluate
+from textvae.latent.arithmetic import analogy_latent, attribute_vector, nearest_neighbours
+from textvae.latent.cache import CACHE_PREFIX, encode_corpus_cached
+from textvae.latent.probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
 from textvae.pipeline import TextVAEPipeline
-from textvae.tokenization import train_word_tokenizer
 
 from .helpers import WORDS, make_sentences
 
@@ -181,7 +174,7 @@ def test_corpus_cache_is_reused_and_rebuilt_when_the_corpus_changes(run_copy, tm
     corpus_file = tmp_path / "corpus.txt"
     corpus_file.write_text("\n".join(distinct_sentences(30, seed=2)), encoding="utf-8")
     sentences = read_sentence_file(corpus_file)[0]
-    with caplog.at_level(logging.INFO, logger="textvae.latent_cache"):
+    with caplog.at_level(logging.INFO, logger="textvae.latent.cache"):
         first = encode_corpus_cached(pipeline, sentences, corpus_file)
         assert spy.sentences == len(sentences) and "building" in caplog.text
         again = encode_corpus_cached(pipeline, sentences, corpus_file)
@@ -191,7 +184,7 @@ def test_corpus_cache_is_reused_and_rebuilt_when_the_corpus_changes(run_copy, tm
     assert len(caches) == 1
     # New bytes in the same file: rebuilt in place.
     corpus_file.write_text("\n".join(sentences[:-1]), encoding="utf-8")
-    with caplog.at_level(logging.INFO, logger="textvae.latent_cache"):
+    with caplog.at_level(logging.INFO, logger="textvae.latent.cache"):
         changed = encode_corpus_cached(pipeline, sentences[:-1], corpus_file)
     assert "rebuilding" in caplog.text and spy.sentences == 2 * len(sentences) - 1
     assert torch.equal(changed, first[:-1]) and list(run_copy.glob(f"{CACHE_PREFIX}*")) == caches

@@ -8,7 +8,7 @@ from transformers import AutoModel
 
 import textvae
 from textvae import TextVAEConfig, TextVAEModel
-from textvae.modeling import gaussian_kl
+from textvae.models.modeling import gaussian_kl
 
 from .helpers import random_batch, tiny_model
 
@@ -204,9 +204,9 @@ def test_fused_token_loss_matches_cross_entropy_in_value_and_gradient(tie):
 @pytest.mark.parametrize("rows", [1, 5, 3000])
 def test_token_loss_without_gradients_matches_cross_entropy(tie, rows, monkeypatch):
     """Evaluation scores rows in reused chunks: a chunk smaller than, equal to, or spanning the rows."""
-    import textvae.recurrent
+    import textvae.models.recurrent
 
-    monkeypatch.setattr(textvae.recurrent, "_SCORING_CHUNK_ROWS", 4)
+    monkeypatch.setattr(textvae.models.recurrent, "_SCORING_CHUNK_ROWS", 4)
     model = tiny_model(tie_embeddings=tie, embedding_size=6)
     hidden = torch.randn(rows, 8) * 3
     labels = torch.randint(0, 20, (rows,))

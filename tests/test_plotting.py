@@ -21,8 +21,8 @@ from textvae.plotting import (
     read_run_records,
     write_training_plots,
 )
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN
 

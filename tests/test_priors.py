@@ -12,17 +12,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from textvae.data import TokenizedSplit
-from textvae.priors import (
+from textvae.data.storage import TokenizedSplit
+from textvae.priors.distributions import (
     PRIOR_CONFIG_NAME,
     PRIOR_WEIGHTS_NAME,
     AggregatePrior,
     StandardPrior,
+    load_prior,
+)
+from textvae.priors.fitting import (
     encode_posterior_means,
     encode_posteriors,
     fit_aggregate_prior,
     fit_run_prior,
-    load_prior,
 )
 
 from .helpers import TINY_TRANSFORMER, random_batch, tiny_model

@@ -41,7 +41,7 @@ def test_rows_select_by_number_or_name(ptb_table):
 
 def test_every_row_config_is_a_valid_training_config(ptb_table):
     from textvae import TextVAEConfig
-    from textvae.training_config import TrainConfig, read_config_file
+    from textvae.training.config import TrainConfig, read_config_file
 
     for row in ptb_table.select_rows("all"):
         config = TrainConfig.from_dict(read_config_file(row))

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from textvae.checkpointing import checkpoint_folders
 from textvae.cli import main
-from textvae.rate_control import KLController
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.kl_weight import KLController
+from textvae.training.run import train
 
 from .helpers import make_sentences
 

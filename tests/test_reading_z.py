@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from textvae import TextVAEConfig
 from textvae.cli import main
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN, random_batch, tiny_model
 

@@ -23,8 +23,8 @@ from textvae.run_files import (
     write_json,
     write_text_atomically,
 )
-from textvae.training import train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
 
 from .helpers import TINY_TRAIN
 
@@ -105,7 +105,8 @@ def test_resume_and_new_checkpoints_remove_stale_temporaries(tmp_path, corpus_fi
     assert not list(run.glob(".tmp-*"))
     # A checkpoint written during training also clears an earlier one's leftovers.
     from textvae.checkpointing import save_checkpoint
-    from textvae.training import Trainer, build_model, prepare_data
+    from textvae.training.setup import build_model, prepare_data
+    from textvae.training.trainer import Trainer
 
     data = prepare_data(config)
     model = build_model(config, data.tokenizer)

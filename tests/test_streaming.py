@@ -10,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from textvae import streaming
+from textvae.data import streaming
 from textvae.checkpointing import checkpoint_folders
 from textvae.distributed import shard_bounds
-from textvae.training import prepare_data, train
-from textvae.training_config import TrainConfig
+from textvae.training.config import TrainConfig
+from textvae.training.run import train
+from textvae.training.setup import prepare_data
 
 from .helpers import TINY_TRAIN, make_sentences, run_cli_error
 
@@ -160,7 +161,7 @@ def test_a_bad_byte_deep_in_a_streamed_file_is_named_before_training(tmp_path, c
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 1 << 24])
 def test_the_utf8_check_reads_in_chunks_and_names_the_line(tmp_path, chunk_size):
-    from textvae.corpora import check_utf8_file
+    from textvae.data.corpora import check_utf8_file
 
     good = tmp_path / "good.txt"
     good.write_text("naïve café\nüber ☃ 𝄞\n" * 3, encoding="utf-8")  # 2-, 3- and 4-byte characters
@@ -176,7 +177,7 @@ def test_the_utf8_check_reads_in_chunks_and_names_the_line(tmp_path, chunk_size)
 
 
 def test_evaluating_a_streaming_run_scores_the_sentences_it_held_out(tmp_path, corpus_file):
-    from textvae.evaluation import evaluate_run
+    from textvae.evaluation.run import evaluate_run
 
     folder = tmp_path / "corpus"  # a folder with train.txt alone: its validation split is held out
     folder.mkdir()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from textvae.text_metrics import (
+from textvae.evaluation.text import (
     corpus_bleu,
     distinct_n,
     interpolation_metrics,

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from textvae.tokenization import (
+from textvae.data.tokenization import (
     SPECIAL_TOKENS,
     count_words,
     decode_ids,

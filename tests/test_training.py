@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from textvae.checkpointing import checkpoint_folders
 from textvae.run_files import run_lock
-from textvae.training import train
-from textvae.training_config import TrainConfig, kl_weight
+from textvae.training.config import TrainConfig, kl_weight
+from textvae.training.run import train
 
 from .helpers import PTB_DIR, TINY_TRAIN
 
@@ -94,7 +94,7 @@ def test_values_of_the_wrong_type_or_not_finite_are_refused(bad, message):
 def test_a_loss_that_stops_being_finite_stops_training_and_saves_nothing_non_finite(
     tmp_path, corpus_file, monkeypatch
 ):
-    from textvae.modeling import TextVAEModel
+    from textvae.models.modeling import TextVAEModel
 
     original = TextVAEModel.forward
     calls = [0]
@@ -335,7 +335,7 @@ def test_missing_or_mismatched_source_model_leaves_the_output_folder_alone(tmp_p
 
 
 def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, monkeypatch):
-    from textvae import trainer
+    from textvae.training import trainer
 
     ticks = iter(range(0, 10_000, 10))  # a clock that moves 10 s each time it is read
     monkeypatch.setattr(trainer, "_clock", lambda: float(next(ticks)))
@@ -354,7 +354,7 @@ def test_a_resumed_epoch_counts_the_time_before_the_stop(tmp_path, corpus_file, 
 
 
 def test_save_minutes_writes_checkpoints_inside_an_epoch(tmp_path, corpus_file, monkeypatch):
-    from textvae import trainer
+    from textvae.training import trainer
 
     now = [0.0]
     monkeypatch.setattr(trainer, "_clock", lambda: now[0])
@@ -450,7 +450,7 @@ def test_a_run_stopped_before_its_first_validation_holds_its_latest_weights(tmp_
 def test_max_minutes_stops_at_a_checkpoint_and_resume_runs_on_to_the_uninterrupted_weights(
     tmp_path, corpus_file, monkeypatch
 ):
-    import textvae.trainer as trainer_module
+    import textvae.training.trainer as trainer_module
 
     config = TrainConfig(data=str(corpus_file), **{**TINY_TRAIN, "epochs": 2, "save_minutes": 0})
     whole = train(config, output_dir=tmp_path / "whole")

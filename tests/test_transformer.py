@@ -16,7 +16,7 @@ import transformers
 import textvae  # noqa: F401  (registers TextVAEModel with AutoModel)
 from textvae import TextVAEConfig, TextVAEModel
 from textvae.generation import beam_search, generate
-from textvae.transformer import KeyValueCache, TransformerDecoder, sinusoidal_positions
+from textvae.models.transformer import KeyValueCache, TransformerDecoder, sinusoidal_positions
 
 from .helpers import TINY_TRANSFORMER
 

@@ -13,15 +13,15 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "TextVAEConfig":
-        from .configuration import TextVAEConfig
+        from .models.configuration import TextVAEConfig
 
         return TextVAEConfig
     if name in ("TextVAEModel", "TextVAEOutput"):
-        from . import modeling
+        from .models import modeling
 
         return getattr(modeling, name)
     raise AttributeError(f"module 'textvae' has no attribute {name!r}")
 
 
 if "transformers" in sys.modules:  # transformers is loaded already: registering costs nothing more
-    from . import modeling  # noqa: F401
+    from .models import modeling  # noqa: F401

@@ -19,25 +19,21 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from .configuration import TextVAEConfig
-from .modeling import TextVAEModel
-from .run_files import (  # noqa: F401  (the names of a run folder's files, re-exported)
+from .data.tokenization import load_tokenizer
+from .models.configuration import TextVAEConfig
+from .models.modeling import TextVAEModel
+from .run_files import (
     CHECKPOINT_PREFIX,
     CONFIG_NAME,
     ENCODER_TOKENIZER_DIR,
-    HISTORY_NAME,
-    METRICS_NAME,
     OPTIMIZER_NAME,
     TEMPORARY_PREFIX,
     TOKENIZER_NAME,
-    TRAIN_CONFIG_NAME,
     TRAINER_STATE_NAME,
     WEIGHTS_NAME,
     read_json,
     remove_stale_temporaries,
-    write_json,
 )
-from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ from pathlib import Path
 import torch
 
 from .checkpointing import load_run
-from .data import TokenizedSplit, pad_batch
+from .data.storage import TokenizedSplit, pad_batch
+from .data.tokenization import decode_ids, encode_sentences
 from .decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY, STRATEGIES
+from .evaluation.scoring import score_sentences
+from .evaluation.text import token_similarity
 from .generation import beam_search, generate, interpolate_latents, validate_repetition
-from .latent_cache import corpus_latents
-from .latent_probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
-from .latent_tools import analogy_latent, nearest_neighbours, neighbour_rows, transfer_vector
-from .modeling import TextVAEModel
-from .priors import load_prior
-from .scoring import score_sentences
-from .text_metrics import token_similarity
-from .tokenization import decode_ids, encode_sentences
+from .latent.arithmetic import analogy_latent, nearest_neighbours, neighbour_rows, transfer_vector
+from .latent.cache import corpus_latents
+from .latent.probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
+from .models.modeling import TextVAEModel
+from .priors.distributions import load_prior
 
 
 def _generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

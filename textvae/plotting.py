@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import checkpointing as ckpt
-from .run_files import write_text_atomically
+from .run_files import HISTORY_NAME, METRICS_NAME, TRAIN_CONFIG_NAME, write_text_atomically
 
 if TYPE_CHECKING:  # matplotlib is optional: imported where a figure is made
     from matplotlib.figure import Figure
@@ -248,12 +247,12 @@ def read_run_records(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"run folder not found: {run_dir}")
-    path = run_dir / ckpt.HISTORY_NAME
+    path = run_dir / HISTORY_NAME
     history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     if not history:
         raise ValueError(f"{run_dir} has no validation history yet: train at least one epoch")
     train_records = []
-    path = run_dir / ckpt.METRICS_NAME
+    path = run_dir / METRICS_NAME
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     for number, line in enumerate(lines, 1):
         try:
@@ -283,8 +282,8 @@ def run_figures(run_dir: str | Path, latent_map=None) -> dict[str, Figure]:
     last = history[-1]
     if last.get("kl_per_dim"):
         free_bits = 0.0
-        if (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file():
-            saved = json.loads((run_dir / ckpt.TRAIN_CONFIG_NAME).read_text(encoding="utf-8"))
+        if (run_dir / TRAIN_CONFIG_NAME).is_file():
+            saved = json.loads((run_dir / TRAIN_CONFIG_NAME).read_text(encoding="utf-8"))
             free_bits = float(saved.get("free_bits") or 0.0)
         figures[KL_PER_DIM_NAME] = kl_per_dimension_figure(
             last["kl_per_dim"], free_bits=free_bits, active_units=last.get("au")

@@ -230,7 +230,7 @@ def read_sentences(args) -> list[str]:
 def read_file(path: str, text_column: str | None = None, label_column: str | None = None):
     """`corpora.read_sentence_file`, without the progress bar `datasets` draws while it reads a table."""
     quiet_libraries()
-    from ..corpora import read_sentence_file
+    from ..data.corpora import read_sentence_file
 
     return read_sentence_file(path, text_column, label_column)
 

@@ -110,7 +110,7 @@ def run_evaluate(args) -> None:
     if args.interpolation_pairs and args.steps < 3:
         raise ValueError(f"--steps must be at least 3 (two ends and a point between), got {args.steps}")
     quiet_libraries()
-    from ..evaluation import evaluate_run, format_results
+    from ..evaluation.run import evaluate_run, format_results
 
     results = evaluate_run(
         args.run,

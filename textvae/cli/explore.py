@@ -82,7 +82,8 @@ def run_serve(args) -> None:
     if importlib.util.find_spec("gradio") is None:  # before the model is loaded
         raise ValueError("textvae serve needs gradio: pip install 'textvae[app]'")
     quiet_libraries()
-    from ..app import AppLimits, build_app, launch_app
+    from ..app.explorer import AppLimits
+    from ..app.page import build_app, launch_app
 
     limits = AppLimits(max_corpus=args.max_corpus, max_map_points=args.max_map_points)
     app = build_app(args.run, args.corpus, args.label_column, args.text_column, limits, args.device)
@@ -121,7 +122,7 @@ def run_plot(args) -> None:
 
 def _latent_map(args) -> tuple:
     """`(mu, colour values, colour label, categorical)` of the first --max-sentences corpus sentences."""
-    from ..corpora import read_sentence_file
+    from ..data.corpora import read_sentence_file
     from ..pipeline import TextVAEPipeline
     from ..plotting import sentence_lengths
 

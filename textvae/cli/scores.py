@@ -154,7 +154,7 @@ def run_score(args) -> None:
     if against is None:
         _write_scores(rows, args.format, with_file=False)
         return
-    from ..latent_tools import auroc
+    from ..evaluation.scoring import auroc
 
     first = args.file if args.file not in (None, "-") else "<input>"
     other_rows = pipeline.score(against, iw_samples=args.iw_samples, seed=args.seed)
@@ -188,6 +188,6 @@ def run_probe(args) -> None:
     if args.json:
         print(json.dumps({"train": args.train, "test": args.test, **results}, indent=2))
     else:
-        from ..latent_tools import format_probe_table
+        from ..latent.probes import format_probe_table
 
         print(format_probe_table(results))

@@ -7,8 +7,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from ..architecture import ARCHITECTURE_OPTIONS
-from ..training_config import TrainConfig, read_config_file
+from ..models.options import ARCHITECTURE_OPTIONS
+from ..training.config import TrainConfig, read_config_file
 from .common import (
     add_device_option,
     add_run_argument,
@@ -127,7 +127,7 @@ def run_train(args) -> None:
         TrainConfig(**values)  # the flags' values are checked before anything heavy is imported
         args.run_dir = Path(args.resume)
         quiet_libraries()
-        from ..training import train
+        from ..training.run import train
 
         run = train(None, resume=args.resume, overrides=values)
     else:
@@ -138,7 +138,7 @@ def run_train(args) -> None:
         config = TrainConfig.from_dict(merged)
         args.run_dir = Path(args.output_dir or file_output_dir or DEFAULT_OUTPUT_DIR)
         quiet_libraries()
-        from ..training import train
+        from ..training.run import train
 
         run = train(config, output_dir=args.run_dir, overwrite=args.overwrite)
     if is_main_process():
@@ -171,7 +171,7 @@ def run_fit_prior(args) -> None:
             f"--components must be positive integers separated by commas, got {args.components!r}"
         )
     quiet_libraries()
-    from ..priors import fit_prior_for_run
+    from ..priors.fitting import fit_prior_for_run
 
     prior = fit_prior_for_run(
         args.run,

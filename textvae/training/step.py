@@ -13,11 +13,11 @@ import math
 
 import torch
 
-from .data import collate
-from .distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
-from .encoder_noise import apply_noise, draw_noise
-from .modeling import free_bits_kl
-from .training_config import kl_weight
+from ..data.noise import apply_noise, draw_noise
+from ..data.storage import collate
+from ..distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
+from ..models.modeling import free_bits_kl
+from .config import kl_weight
 
 # Streams of a step's seeds, `derived_seed(seed, step, stream)`: z's noise and word dropout, dropout layers
 # (one stream per process), the new decoder after autoencoder pretraining, and the encoder-only updates of

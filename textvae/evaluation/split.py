@@ -20,15 +20,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from . import distributed
-from .data import LengthBucketSampler, TokenizedSplit, collate
-from .evaluation_progress import ScoreProgress
-from .generation import generate
-from .latent_metrics import latent_results
-from .modeling import TextVAEModel
+from .. import distributed
+from ..data.bucketing import LengthBucketSampler
+from ..data.storage import TokenizedSplit, collate
+from ..data.tokenization import decode_ids
+from ..generation import generate
+from ..models.modeling import TextVAEModel
+from .latent import latent_results
+from .progress import ScoreProgress
 from .scoring import IW_SAMPLES, batch_generators, encode_batch, score_batch, stream_generators
-from .text_metrics import bleu_tokenization, distinct_n, reconstruction_scores, self_bleu
-from .tokenization import decode_ids
+from .text import bleu_tokenization, distinct_n, reconstruction_scores, self_bleu
 
 logger = logging.getLogger(__name__)
 _MAX_LOG_PPL = math.log(1e300)  # a perplexity above this is not worth a float
@@ -159,7 +160,7 @@ def _generation_results(
     model, tokenizer, totals, generators, tokenize, reference, priors, count, pairs, steps, max_length
 ) -> dict:
     """Forward PPL of greedy decodings of prior samples (one key per prior) and interpolation metrics."""
-    from .generation_metrics import decode_prior_samples, forward_ppl, interpolation_results
+    from .samples import decode_prior_samples, forward_ppl, interpolation_results
 
     results = {"num_forward_samples": count if reference is not None else None}
     for kind in ("standard", "aggregate"):

@@ -14,7 +14,7 @@ import functools
 import os
 from pathlib import Path
 
-from .decoding import DEFAULT_STRATEGY
+from ..decoding import DEFAULT_STRATEGY
 from .explorer import (
     NEIGHBOUR_HEADERS,
     PATH_HEADERS,

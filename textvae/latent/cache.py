@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .run_files import write_text_atomically
+from ..run_files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .modeling import gaussian_log_density
+from ..models.modeling import gaussian_log_density
 
 # Most float64 elements of one (rows, N, Z) block of the aggregate posterior in `mutual_information`.
 _MI_BLOCK_ELEMENTS = 1 << 22

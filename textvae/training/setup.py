@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import torch
 
-from . import distributed
-from .configuration import TextVAEConfig
-from .corpora import load_corpus
-from .data import TokenizedSplit, count_corpus_words, iter_texts, tokenize_corpus
-from .modeling import TextVAEModel
-from .tokenization import train_tokenizer
-from .training_config import TrainConfig
+from .. import distributed
+from ..data.corpora import load_corpus
+from ..data.storage import TokenizedSplit
+from ..data.token_ids import count_corpus_words, iter_texts, tokenize_corpus
+from ..data.tokenization import train_tokenizer
+from ..models.configuration import TextVAEConfig
+from ..models.modeling import TextVAEModel
+from .config import TrainConfig
 
 
 @dataclass
@@ -45,11 +46,11 @@ def load_backbone_tokenizers(config: TrainConfig, tokenizer=None, encoder_tokeni
     None for a tokenizer still to be trained (the decoder's) or not needed (the encoder's)."""
     model_options = config.model
     if tokenizer is None and model_options.get("decoder_type") == "hf":
-        from .backbones import load_backbone_tokenizer
+        from ..models.backbones import load_backbone_tokenizer
 
         tokenizer = load_backbone_tokenizer(model_options.get("decoder_name_or_path"))
     if encoder_tokenizer is None and model_options.get("encoder_type") == "hf":
-        from .backbones import load_backbone_tokenizer
+        from ..models.backbones import load_backbone_tokenizer
 
         encoder_tokenizer = load_backbone_tokenizer(model_options.get("encoder_name_or_path"))
     return tokenizer, encoder_tokenizer
@@ -70,7 +71,7 @@ def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) ->
     With `config.streaming` the training split is a stream instead (`streaming.prepare_stream_data`).
     """
     if config.streaming:
-        from .streaming import prepare_stream_data
+        from ..data.streaming import prepare_stream_data
 
         return prepare_stream_data(config, tokenizer, encoder_tokenizer)
     corpus = load_corpus(config.data, data_dir=config.data_dir, **config.corpus_options())
@@ -109,7 +110,7 @@ def build_model(config: TrainConfig, tokenizer) -> TextVAEModel:
         unk_token_id=tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id,
     )
     if "hf" in (options.get("encoder_type"), options.get("decoder_type")):
-        from .backbones import backbone_config_overrides, load_pretrained_backbones
+        from ..models.backbones import backbone_config_overrides, load_pretrained_backbones
 
         options.update(backbone_config_overrides(options))
         model = TextVAEModel(TextVAEConfig(**options))

@@ -10,12 +10,13 @@ import math
 
 import torch
 
-from . import distributed
-from .data import LengthBucketSampler, TokenizedSplit, collate
-from .distributed import derived_seed
-from .latent_metrics import mutual_information
-from .modeling import TextVAEModel, gaussian_kl
-from .scoring import encode_batch
+from .. import distributed
+from ..data.bucketing import LengthBucketSampler
+from ..data.storage import TokenizedSplit, collate
+from ..distributed import derived_seed
+from ..evaluation.latent import mutual_information
+from ..evaluation.scoring import encode_batch
+from ..models.modeling import TextVAEModel, gaussian_kl
 
 _MI_DRAWS = -1  # the seed key of the MI's z draws, apart from the batches' (their numbers are >= 0)
 

@@ -14,19 +14,28 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpointing as ckpt
-from . import distributed
+from .. import checkpointing as ckpt
+from .. import distributed
+from ..data.bucketing import LengthBucketSampler
+from ..distributed import derived_seed
+from ..models.modeling import TextVAEModel
+from ..plotting import write_training_plots
+from ..run_files import (
+    HISTORY_NAME,
+    METRICS_NAME,
+    TRAINER_STATE_NAME,
+    append_record,
+    read_json,
+    read_records,
+    rewrite_records,
+    write_json,
+)
 from .aggressive import AggressiveTrainingMixin
-from .data import LengthBucketSampler
-from .distributed import derived_seed
-from .modeling import TextVAEModel
-from .plotting import write_training_plots
-from .rate_control import KLController
-from .reporting import make_reporter
-from .run_files import append_record, read_records, rewrite_records
-from .training_config import TrainConfig
-from .training_setup import PreparedData, make_optimizer, make_scheduler
-from .training_step import DECODER_RESET, TrainingStepMixin
+from .callbacks import make_reporter
+from .config import TrainConfig
+from .kl_weight import KLController
+from .setup import PreparedData, make_optimizer, make_scheduler
+from .step import DECODER_RESET, TrainingStepMixin
 from .validation import validate
 
 logger = logging.getLogger(__name__)
@@ -103,7 +112,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
 
     def resume_from(self, checkpoint: Path) -> None:
-        if 0 < self.config.pretrain_epochs <= ckpt.read_json(checkpoint / ckpt.TRAINER_STATE_NAME)["epoch"]:
+        if 0 < self.config.pretrain_epochs <= read_json(checkpoint / TRAINER_STATE_NAME)["epoch"]:
             self._start_vae_phase(reset_decoder=False)  # the checkpoint's optimiser state is the VAE phase's
         self.state, extra = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
         if self.stream is not None and "pretrain_steps" in self.state:
@@ -115,7 +124,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                 )
             self.controller.load_state_dict(extra["controller"])
         self._setup_aggressive()  # a checkpoint from before --aggressive-encoder was given starts its phase
-        metrics = self.run_dir / ckpt.METRICS_NAME
+        metrics = self.run_dir / METRICS_NAME
         # Drop lines written after the checkpoint: they will be written again.
         if self.is_main and metrics.is_file():
             records = read_records(metrics)
@@ -130,7 +139,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
     def _log(self, record: dict) -> None:
         if not self.is_main:
             return
-        append_record(self.run_dir / ckpt.METRICS_NAME, record)
+        append_record(self.run_dir / METRICS_NAME, record)
         if self.reporter is not None:
             self.reporter.log(record)
 
@@ -251,7 +260,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         if self.is_main:
             if save:
                 ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
-            ckpt.write_json(self.run_dir / ckpt.HISTORY_NAME, state["history"])
+            write_json(self.run_dir / HISTORY_NAME, state["history"])
         if self.plot_each_epoch and self.is_main:  # False from now on when matplotlib is missing
             self.plot_each_epoch = write_training_plots(self.run_dir)
         if config.lr_scheduler == "plateau" and self._target_reached():

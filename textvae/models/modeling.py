@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration import RNN_TYPES, TextVAEConfig
+from .configuration import TextVAEConfig
+from .options import RNN_TYPES
 
 
 @dataclass
@@ -106,7 +107,7 @@ class FixedScaleBatchNorm(nn.Module):
         Two reductions (the mean, then the squared deviations from it) keep the precision of BatchNorm's
         own two-pass variance; both carry gradients, so every shard's rows see the whole batch's.
         """
-        from .distributed import differentiable_all_reduce_sum
+        from ..distributed import differentiable_all_reduce_sum
 
         norm, mu = self.norm, mu.float()
         sums = differentiable_all_reduce_sum(torch.cat([mu.sum(dim=0), mu.new_full((1,), mu.size(0))]))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .run_files import read_json, write_json
+from ..run_files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -16,25 +16,14 @@ from pathlib import Path
 import datasets
 import torch
 
-from . import distributed
-from .data import TokenizedSplit
-from .latent_metrics import active_units, mutual_information
-from .scoring import IW_SAMPLES, batch_generators, importance_weighted_nll, importance_weighted_scores
-from .split_evaluation import evaluate
+from .. import distributed
+from ..data.storage import TokenizedSplit
+from .scoring import IW_SAMPLES
+from .split import evaluate
 
 # Training sentences reconstructed beside the evaluated split: the generalisation gap (`evaluate_run`).
 TRAIN_SAMPLE = 1000
 
-__all__ = [
-    "active_units",
-    "batch_generators",
-    "evaluate",
-    "evaluate_run",
-    "format_results",
-    "importance_weighted_nll",
-    "importance_weighted_scores",
-    "mutual_information",
-]
 logger = logging.getLogger(__name__)
 
 _TABLE_ROWS = (
@@ -142,7 +131,7 @@ def evaluate_run(
     )
     results.update(run=str(run), data=str(data), split=split, limit=limit)
     if save and main:
-        from .checkpointing import write_json
+        from ..run_files import write_json
 
         write_json(Path(run) / f"{name}.json", results)
     if progress_path is not None:
@@ -157,9 +146,9 @@ def training_sample(
     """`count` sentences drawn at random (with `seed`) from the training split a run was trained on (its
     train_config.json says which corpus, and the validation it held out stays out), in corpus order;
     None, with a warning, when that corpus cannot be read here (moved, or a stream)."""
-    from .checkpointing import TRAIN_CONFIG_NAME, read_json
-    from .corpora import load_corpus
-    from .training_config import TrainConfig
+    from ..data.corpora import load_corpus
+    from ..run_files import TRAIN_CONFIG_NAME, read_json
+    from ..training.config import TrainConfig
 
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"train_sample must be a positive integer, got {count!r}")
@@ -187,18 +176,19 @@ def _load_for_evaluation(
 ):
     """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM, the
     priors and the training sample (`train_split`) into `options`."""
-    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
-    from .corpora import load_corpus, read_sentence_file
-    from .data import tokenize_corpus
-    from .training_config import TrainConfig
+    from ..checkpointing import load_run
+    from ..data.corpora import load_corpus, read_sentence_file
+    from ..data.token_ids import tokenize_corpus
+    from ..run_files import TRAIN_CONFIG_NAME, read_json
+    from ..training.config import TrainConfig
 
     model, tokenizer, encoder_tokenizer = load_run(run, device)
     if reference_lm is not None:
-        from .generation_metrics import load_reference_lm
+        from .samples import load_reference_lm
 
         options["reference_lm"] = load_reference_lm(reference_lm, tokenizer, device)
     if model.config.has_latent:
-        from .priors import PRIOR_CONFIG_NAME, StandardPrior, load_prior
+        from ..priors.distributions import PRIOR_CONFIG_NAME, StandardPrior, load_prior
 
         options["priors"] = {"standard": StandardPrior(model.config.latent_dim)}
         if (Path(run) / PRIOR_CONFIG_NAME).is_file():
@@ -212,7 +202,7 @@ def _load_for_evaluation(
         trained = TrainConfig.from_dict(read_json(saved)) if saved.is_file() else None
         if trained is not None and trained.streaming and split == "validation":
             # The validation sentences of its training: the held-out head of the stream, if it had one.
-            from .streaming import split_stream
+            from ..data.streaming import split_stream
 
             where = {"data": str(data), "data_dir": data_dir or trained.data_dir}
             where["text_column"] = text_column or trained.text_column

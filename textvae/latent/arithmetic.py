@@ -12,29 +12,6 @@ from collections.abc import Sequence
 
 import torch
 
-from .latent_cache import CACHE_PREFIX, corpus_latents, encode_corpus_cached, model_fingerprint
-from .latent_probes import draw_label_subsets, format_probe_table, probe_accuracy, tfidf_probe_accuracy
-from .scoring import auroc, score_sentences
-
-__all__ = [
-    "CACHE_PREFIX",
-    "METRICS",
-    "analogy_latent",
-    "attribute_vector",
-    "auroc",
-    "corpus_latents",
-    "draw_label_subsets",
-    "encode_corpus_cached",
-    "format_probe_table",
-    "model_fingerprint",
-    "nearest_neighbours",
-    "neighbour_rows",
-    "probe_accuracy",
-    "score_sentences",
-    "tfidf_probe_accuracy",
-    "transfer_vector",
-]
-
 METRICS = ("cosine", "l2")
 
 

@@ -19,36 +19,21 @@ from pathlib import Path
 
 import torch
 
-from . import checkpointing as ckpt
-from . import distributed
-from .reporting import check_reporter_available
-from .run_files import clear_run_folder, remove_stale_temporaries, run_lock
-from .trainer import Trainer
-from .training_config import TrainConfig
-from .training_setup import (
-    PreparedData,
-    build_model,
-    check_model_options,
-    make_optimizer,
-    make_scheduler,
-    prepare_data,
-    resolve_device,
+from .. import checkpointing as ckpt
+from .. import distributed
+from ..run_files import (
+    TRAIN_CONFIG_NAME,
+    TRAINER_STATE_NAME,
+    clear_run_folder,
+    read_json,
+    remove_stale_temporaries,
+    run_lock,
 )
-from .validation import validate
+from .callbacks import check_reporter_available
+from .config import TrainConfig
+from .setup import PreparedData, build_model, check_model_options, prepare_data
+from .trainer import Trainer
 
-__all__ = [
-    "PreparedData",
-    "Trainer",
-    "build_model",
-    "fit_final_prior",
-    "make_optimizer",
-    "make_scheduler",
-    "prepare_data",
-    "prepare_run_dir",
-    "resolve_device",
-    "train",
-    "validate",
-]
 logger = logging.getLogger(__name__)
 
 
@@ -88,9 +73,9 @@ def _resume_config(run_dir: Path, overrides: dict | None) -> tuple[TrainConfig, 
     """The config of a run to resume (its saved options updated with `overrides`) and its last checkpoint;
     `ValueError` when there is nothing to resume or the run is complete. Reads files only."""
     checkpoints = _checkpoints_to_resume(run_dir)
-    saved = ckpt.read_json(run_dir / ckpt.TRAIN_CONFIG_NAME)
+    saved = read_json(run_dir / TRAIN_CONFIG_NAME)
     config = TrainConfig.from_dict({**saved, **(overrides or {})})
-    last = ckpt.read_json(checkpoints[-1] / ckpt.TRAINER_STATE_NAME)
+    last = read_json(checkpoints[-1] / TRAINER_STATE_NAME)
     if last.get("finished") and (last["epoch"] >= config.epochs or config.epochs <= saved["epochs"]):
         how = (
             f"early stopping ended it after epoch {last['epoch']}"
@@ -156,7 +141,7 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
             # there it is kept)
             keep = config.streaming and config.schedule_needs_total_steps()
             saved = dataclasses.replace(config, max_minutes=None, **({} if keep else {"max_steps": None}))
-            saved.save(run_dir / ckpt.TRAIN_CONFIG_NAME)
+            saved.save(run_dir / TRAIN_CONFIG_NAME)
         trainer = Trainer(config, run_dir, model, data)
         if checkpoint is not None:
             trainer.resume_from(checkpoint)
@@ -195,7 +180,7 @@ def train(
         # One trainer per run folder: taken before a resume or --overwrite touches anything in a run folder
         # (any other folder is locked once it is accepted as one). The OS frees the lock however the
         # process ends.
-        locked = main and (run_dir / ckpt.TRAIN_CONFIG_NAME).is_file()
+        locked = main and (run_dir / TRAIN_CONFIG_NAME).is_file()
         with distributed.shared_errors():
             if locked:
                 lock.enter_context(run_lock(run_dir))
@@ -212,7 +197,7 @@ def train(
 
 def fit_final_prior(run_dir: Path, data: PreparedData, device, seed: int) -> None:
     """Fit the aggregate-posterior prior of the run's best model (`sample --prior aggregate`) and save it."""
-    from .priors import fit_run_prior
+    from ..priors.fitting import fit_run_prior
 
     started = time.monotonic()
     best = ckpt.load_model(run_dir, device)

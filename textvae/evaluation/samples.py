@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .data import pad_batch
-from .generation import generate, interpolate_latents
-from .text_metrics import interpolation_metrics
-from .tokenization import decode_ids
+from ..data.storage import pad_batch
+from ..data.tokenization import decode_ids
+from ..generation import generate, interpolate_latents
+from .text import interpolation_metrics
 
 
 def load_reference_lm(path, tokenizer, device: str | torch.device = "cpu"):
@@ -25,7 +25,7 @@ def load_reference_lm(path, tokenizer, device: str | torch.device = "cpu"):
     Raises `ValueError` for a run that has a latent, or whose tokenizer differs from the evaluated model's
     (the sentences are scored word by word, so both must share one vocabulary).
     """
-    from .checkpointing import load_run
+    from ..checkpointing import load_run
 
     model, reference_tokenizer, _ = load_run(path, device)
     if model.config.has_latent:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .data import LengthBucketSampler, TokenizedSplit, collate
-from .distributed import derived_seed
-from .generation import generate
-from .modeling import TextVAEModel, gaussian_kl, gaussian_log_density
-from .tokenization import decode_ids
+from ..data.bucketing import LengthBucketSampler
+from ..data.storage import TokenizedSplit, collate
+from ..data.tokenization import decode_ids
+from ..distributed import derived_seed
+from ..generation import generate
+from ..models.modeling import TextVAEModel, gaussian_kl, gaussian_log_density
 
 # Independent random streams, so that changing one metric's setting (say K) leaves the others unchanged.
 # K of the importance-weighted NLL (Burda et al. 2016), as He et al. 2019 and Li et al. 2019 evaluate.

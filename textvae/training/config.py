@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .architecture import ARCHITECTURE_OPTIONS
-from .encoder_noise import EncoderNoise
-from .run_files import write_text_atomically
+from ..data.noise import EncoderNoise
+from ..models.options import ARCHITECTURE_OPTIONS
+from ..run_files import write_text_atomically
 
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
 # The default rate, in nats per sentence: the yelp_short recipe that reconstructed best (README, "What

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import write_atomically
+from ..checkpointing import write_atomically
 
 PRIOR_TYPES = ("standard", "aggregate")
 PRIOR_WEIGHTS_NAME = "prior.safetensors"
@@ -273,3 +273,21 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if missing:
         raise ValueError(f"{path} lacks the tensors {missing}")
     return tensors
+
+
+def load_prior(folder: str | os.PathLike, kind: str, latent_dim: int) -> StandardPrior | AggregatePrior:
+    """The prior of a run folder: "standard" is `N(0, I)`; "aggregate" is the one `fit-prior` saved."""
+    if kind not in PRIOR_TYPES:
+        raise ValueError(f"prior must be one of {PRIOR_TYPES}, got {kind!r}")
+    if kind == "standard":
+        return StandardPrior(latent_dim)
+    folder = Path(folder)
+    if not (folder / PRIOR_CONFIG_NAME).exists() and not (folder / PRIOR_WEIGHTS_NAME).exists():
+        raise ValueError(f"{folder} has no aggregate prior: run `textvae fit-prior {folder}`")
+    prior = AggregatePrior.load(folder)
+    if prior.latent_dim != latent_dim:
+        raise ValueError(
+            f"the aggregate prior in {folder} has latent_dim {prior.latent_dim}, the model {latent_dim}: "
+            f"run `textvae fit-prior {folder}` again"
+        )
+    return prior

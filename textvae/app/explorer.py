@@ -15,8 +15,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY
-from .run_files import CONFIG_NAME, TRAIN_CONFIG_NAME, read_json
+from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY
+from ..run_files import CONFIG_NAME, TRAIN_CONFIG_NAME, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class Explorer:
     @classmethod
     def from_run(cls, run_dir, corpus=None, label_column=None, text_column=None, limits=None, device=None):
         """Load the run folder's pipeline and read the corpus file (text, CSV, TSV, JSONL)."""
-        from .corpora import read_sentence_file
-        from .pipeline import TextVAEPipeline
+        from ..data.corpora import read_sentence_file
+        from ..pipeline import TextVAEPipeline
 
         sentences = labels = None
         if corpus is not None:
@@ -113,8 +113,8 @@ class Explorer:
         return cls(pipeline, sentences, labels, corpus, text_column, label_column, limits)
 
     def _encode_corpus(self, corpus_path, columns) -> None:
-        from .latent_tools import encode_corpus_cached
-        from .plotting import project_latents, sentence_lengths
+        from ..latent.cache import encode_corpus_cached
+        from ..plotting import project_latents, sentence_lengths
 
         if corpus_path is not None and self.pipeline.run_dir is not None:
             try:  # cached in the run folder, as pipeline.neighbours(corpus_path=...) caches them
@@ -202,7 +202,7 @@ class Explorer:
     def transfer(self, text, source=None, target=None, source_text="", target_text="", strength=1.0):
         """Transfer tab: each sentence moved by `strength` times the attribute vector from `source` to
         `target`: two corpus labels, or (when both are typed) two lists of example sentences."""
-        from .latent_tools import attribute_vector
+        from ..latent.arithmetic import attribute_vector
 
         sentences = self._lines(text, "sentences", self.limits.max_sentences)
         if not isinstance(strength, int | float) or not abs(strength) <= self.limits.max_strength:
@@ -273,7 +273,7 @@ class Explorer:
     def training(self) -> tuple[dict, dict]:
         """Training tab: `({file name: Figure}, {"model": config, "training": train config})`; the figures
         are {} (with the reason logged) for a run with no validation history."""
-        from .plotting import run_figures
+        from ..plotting import run_figures
 
         run_dir = self.pipeline.run_dir
         if run_dir is None:

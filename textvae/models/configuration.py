@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from .architecture import (  # noqa: F401  (re-exported: the model modules read them from here)
-    DECODER_TYPES,
-    ENCODER_TYPES,
-    POOLING_TYPES,
-    POSITION_TYPES,
-    RNN_TYPES,
-)
+from .options import DECODER_TYPES, ENCODER_TYPES, POOLING_TYPES, POSITION_TYPES, RNN_TYPES
 
 
 class TextVAEConfig(PretrainedConfig):

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import datasets
 
+from ..distributed import derived_seed
+from ..training.config import TrainConfig
+from ..training.setup import PreparedData, load_backbone_tokenizers
+from .bucketing import LengthBucketSampler
 from .corpora import _TABLE_FORMATS, check_utf8_file, resolve_source
-from .data import LengthBucketSampler, encode_sentences, warn_overlong
-from .distributed import derived_seed
-from .token_storage import PackedSequences, TokenizedSplit
+from .storage import PackedSequences, TokenizedSplit
+from .token_ids import encode_sentences, warn_overlong
 from .tokenization import WordLookup, train_tokenizer
-from .training_config import TrainConfig
-from .training_setup import PreparedData, load_backbone_tokenizers
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .training_config import REPORT_TO
+from .config import REPORT_TO
 
 TENSORBOARD_DIR = "tensorboard"
 _NOT_SCALARS = ("step", "epoch", "split")

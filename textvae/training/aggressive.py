@@ -28,8 +28,8 @@ import logging
 
 import torch
 
-from .distributed import derived_seed
-from .training_step import AGGRESSIVE_ENCODER
+from ..distributed import derived_seed
+from .step import AGGRESSIVE_ENCODER
 
 logger = logging.getLogger(__name__)
 

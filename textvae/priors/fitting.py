@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import LengthBucketSampler, TokenizedSplit, collate
-from .prior_distributions import COVARIANCE_TYPES, AggregatePrior
-from .scoring import encode_batch
+from ..data.bucketing import LengthBucketSampler
+from ..data.storage import TokenizedSplit, collate
+from ..evaluation.scoring import encode_batch
+from .distributions import COVARIANCE_TYPES, AggregatePrior
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +224,10 @@ def fit_prior_for_run(
 ) -> AggregatePrior:
     """Fit the aggregate prior of a saved run on the training and validation sentences it was trained on
     (its train_config.json says which), save it in the run folder, and return it."""
-    from .checkpointing import TRAIN_CONFIG_NAME, load_run, read_json
-    from .training_config import TrainConfig
-    from .training_setup import prepare_data
+    from ..checkpointing import load_run
+    from ..run_files import TRAIN_CONFIG_NAME, read_json
+    from ..training.config import TrainConfig
+    from ..training.setup import prepare_data
 
     run = Path(run)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
