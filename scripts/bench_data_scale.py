@@ -64,14 +64,14 @@ def prepare(path: str) -> dict:
     """Prepare the corpus at `path` stage by stage; returns the measurements."""
     import datasets
 
+    from textvae.data.config import DataConfig
     from textvae.data.corpora import load_corpus
+    from textvae.data.prepare import train_corpus_tokenizer
     from textvae.data.storage import TokenizedSplit
     from textvae.data.token_ids import tokenize_corpus
-    from textvae.training.config import TrainConfig
-    from textvae.training.setup import train_corpus_tokenizer
 
     datasets.disable_progress_bars()
-    config = TrainConfig(data=path)
+    config = DataConfig(source=path)
     report = {"rss_after_imports_gib": peak_rss_gib(), "stages": {}}
 
     def timed(name, function):
@@ -114,7 +114,9 @@ def train_steps(path: str, steps: int, output_dir: str, streaming: bool = False)
 
     datasets.disable_progress_bars()
     start = time.perf_counter()
-    config = TrainConfig(data=path, max_steps=steps, progress=False, log_steps=1, streaming=streaming)
+    config = TrainConfig(
+        data={"source": path, "streaming": streaming}, max_steps=steps, progress=False, log_steps=1
+    )
     run = train(config, output_dir=output_dir)
     records = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     return {

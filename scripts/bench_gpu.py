@@ -59,13 +59,15 @@ import torch
 from bench_train_speed import MatmulTimer  # scripts/ is no package: this script's folder is on sys.path
 
 from textvae.checkpointing import load_run
+from textvae.config_fields import read_config_file
+from textvae.data.config import split_flat_options
 from textvae.data.storage import TokenizedSplit
 from textvae.evaluation.split import evaluate
-from textvae.models.options import RNN_TYPES
+from textvae.models.architecture import RNN_TYPES
 from textvae.pipeline import TextVAEPipeline
 from textvae.run_files import TRAIN_CONFIG_NAME, read_json
-from textvae.training.config import TrainConfig, read_config_file
-from textvae.training.setup import build_model, prepare_data
+from textvae.training.config import TrainConfig
+from textvae.training.setup import build_model, prepare_run_data
 from textvae.training.trainer import Trainer
 
 ROW = Path(__file__).resolve().parent / "ptb_table" / "6_best.yaml"
@@ -156,12 +158,14 @@ def load_model_and_data(args: argparse.Namespace, device: torch.device):
         model, *tokenizers = load_run(args.model)
         if (Path(args.model) / TRAIN_CONFIG_NAME).is_file():
             options = read_json(Path(args.model) / TRAIN_CONFIG_NAME)
+    data_options, options = split_flat_options(options)
+    data_options.update(source="ptb", data_dir=str(args.data_dir), streaming=False)
     options.update(
-        data="ptb", data_dir=str(args.data_dir), streaming=False, max_steps=None, init_decoder_from=None,
-        device=device.type, progress=False, plot_each_epoch=False, fit_prior=False, report_to="none",
+        max_steps=None, init_decoder_from=None, device=device.type, progress=False, plot_each_epoch=False,
+        fit_prior=False, report_to="none",
     )  # fmt: skip
-    config = TrainConfig.from_dict(options)
-    data = prepare_data(config, *tokenizers)
+    config = TrainConfig.from_dict({**options, "data": data_options})
+    data = prepare_run_data(config, *tokenizers)
     if model is None:
         torch.manual_seed(config.seed)  # as `textvae train` initialises it
         model = build_model(config, data.tokenizer)

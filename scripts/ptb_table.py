@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 from textvae.checkpointing import checkpoint_folders, load_model
+from textvae.config_fields import read_config_file
 from textvae.evaluation.run import evaluate_run
 from textvae.priors.distributions import PRIOR_CONFIG_NAME
 from textvae.priors.fitting import fit_prior_for_run
 from textvae.run_files import HISTORY_NAME, TRAINER_STATE_NAME
-from textvae.training.config import TrainConfig, read_config_file
+from textvae.training.config import TrainConfig
 from textvae.training.run import train
 
 ROW_DIR = Path(__file__).resolve().parent / "ptb_table"

@@ -46,7 +46,8 @@ def main(spec_path: str) -> None:
     train(None, resume=stopped, overrides={"max_steps": spec["max_steps"]})
     train(None, resume=spec["resume_single"])
     evaluate_run(stopped, data=spec["corpus"], **spec["evaluate"])
-    streamed = {**config.to_dict(), "streaming": True, "max_steps": spec["max_steps"]}
+    streamed = {**config.to_dict(), "max_steps": spec["max_steps"]}
+    streamed["data"] = {**streamed["data"], "streaming": True}
     train(TrainConfig(**streamed), output_dir=spec["streaming"])
     aggressive = {**config.to_dict(), "max_steps": spec["max_steps"], **spec["aggressive_options"]}
     train(TrainConfig(**aggressive), output_dir=spec["aggressive"])

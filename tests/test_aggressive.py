@@ -14,7 +14,7 @@ from textvae.checkpointing import checkpoint_folders
 from textvae.training.aggressive import parameter_groups
 from textvae.training.config import TrainConfig
 from textvae.training.run import train
-from textvae.training.setup import build_model, prepare_data
+from textvae.training.setup import build_model, prepare_run_data
 from textvae.training.trainer import Trainer
 
 from .helpers import TINY_TRAIN, TINY_TRANSFORMER, run_cli, run_cli_error
@@ -30,7 +30,7 @@ def make_trainer(tmp_path, corpus_file, model=None, **options) -> Trainer:
     values = {**TINY_TRAIN, "aggressive_encoder": True, **options}
     values["model"] = {**TINY_TRAIN["model"], **(model or {})}
     config = TrainConfig(data=str(corpus_file), **values)
-    data = prepare_data(config)
+    data = prepare_run_data(config)
     torch.manual_seed(0)
     trainer = Trainer(config, tmp_path, build_model(config, data.tokenizer), data)
     trainer.model.train()

@@ -305,7 +305,7 @@ def test_overlong_sentences_are_counted_in_a_warning(tmp_path, caplog, policy, k
 
 
 def test_default_max_length_keeps_a_100_word_sentence_and_truncates_a_200_word_one(tmp_path, caplog):
-    limit = TrainConfig().max_length
+    limit = TrainConfig().data.max_length
     assert limit == 128
     words = [f"w{i}" for i in range(200)]
     (tmp_path / "train.txt").write_text(

@@ -34,7 +34,7 @@ from textvae.evaluation.run import evaluate_run
 from textvae.models.modeling import FixedScaleBatchNorm, free_bits_kl
 from textvae.training.config import TrainConfig
 from textvae.training.run import train
-from textvae.training.setup import build_model, prepare_data
+from textvae.training.setup import build_model, prepare_run_data
 from textvae.training.trainer import Trainer
 
 from .helpers import NO_DROPOUT, QUIET_TRAIN, make_sentences, random_batch, tiny_model
@@ -212,8 +212,8 @@ def test_batch_norm_leaves_the_bias_of_mu_without_gradient():
 def test_one_process_global_batch_loss_is_the_models_loss(tmp_path, corpus_file, batch_norm):
     """The trainer's loss and gradient for one process are those of the model's own batch-mean loss."""
     model_options = {**CONFIG["model"], "posterior_mean_batchnorm": batch_norm}
-    config = TrainConfig(data=str(corpus_file), **{**CONFIG, "model": model_options})
-    data = prepare_data(config)
+    config = TrainConfig.from_dict({"data": str(corpus_file), **CONFIG, "model": model_options})
+    data = prepare_run_data(config)
     torch.manual_seed(0)
     trainer = Trainer(config, tmp_path, build_model(config, data.tokenizer), data)
     batch = trainer._shard_batch(list(range(7)))
@@ -230,8 +230,8 @@ def test_one_process_global_batch_loss_is_the_models_loss(tmp_path, corpus_file,
 
 
 def test_a_global_batch_smaller_than_the_processes_is_refused(tmp_path, corpus_file, monkeypatch):
-    config = TrainConfig(data=str(corpus_file), **{**CONFIG, "batch_size": 1})
-    data = prepare_data(config)
+    config = TrainConfig.from_dict({"data": str(corpus_file), **CONFIG, "batch_size": 1})
+    data = prepare_run_data(config)
     monkeypatch.setattr("textvae.distributed.world_size", lambda: 2)
     with pytest.raises(ValueError, match="batch_size 1 is the global batch, shared by 2 processes"):
         Trainer(config, tmp_path, build_model(config, data.tokenizer), data)
@@ -257,12 +257,13 @@ def runs(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("distributed")
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(make_sentences(120, seed=4)) + "\n", encoding="utf-8")
-    config = TrainConfig(data=str(corpus), **CONFIG)
-    config2 = TrainConfig(data=str(corpus), **CONFIG2)
+    config = TrainConfig.from_dict({"data": str(corpus), **CONFIG})
+    config2 = TrainConfig.from_dict({"data": str(corpus), **CONFIG2})
     one = train(TrainConfig(**{**config.to_dict(), "max_steps": MAX_STEPS}), output_dir=folder / "one")
     one2 = train(config2, output_dir=folder / "one2")
     single = train(TrainConfig(**{**config2.to_dict(), "max_steps": 1}), output_dir=folder / "single")
-    streamed = {**config.to_dict(), "streaming": True, "max_steps": MAX_STEPS}
+    streamed = {**config.to_dict(), "max_steps": MAX_STEPS}
+    streamed["data"] = {**streamed["data"], "streaming": True}
     one_streaming = train(TrainConfig(**streamed), output_dir=folder / "one_streaming")
     aggressive = {**config.to_dict(), "max_steps": MAX_STEPS, **AGGRESSIVE}
     one_aggressive = train(TrainConfig(**aggressive), output_dir=folder / "one_aggressive")
@@ -409,16 +410,22 @@ def test_nccl_processes_train_the_weights_of_one_gpu(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(make_sentences(120, seed=4)) + "\n", encoding="utf-8")
     options = {**CONFIG, "device": "cuda", "bf16": False}
-    one = train(TrainConfig(data=str(corpus), max_steps=MAX_STEPS, **options), output_dir=tmp_path / "one")
+    one = train(
+        TrainConfig.from_dict({"data": str(corpus), "max_steps": MAX_STEPS, **options}),
+        output_dir=tmp_path / "one",
+    )
     spec = {
-        "config": TrainConfig(data=str(corpus), **options).to_dict(),
+        "config": TrainConfig.from_dict({"data": str(corpus), **options}).to_dict(),
         "whole": str(tmp_path / "two_whole"),
         "stopped": str(tmp_path / "two"),
         "stopped_copy": str(tmp_path / "two_copy"),
         "stop_steps": STOP_STEPS,
         "max_steps": MAX_STEPS,
         "resume_single": str(
-            train(TrainConfig(data=str(corpus), max_steps=1, **options), output_dir=tmp_path / "s")
+            train(
+                TrainConfig.from_dict({"data": str(corpus), "max_steps": 1, **options}),
+                output_dir=tmp_path / "s",
+            )
         ),
         "corpus": str(corpus),
         "evaluate": {**EVALUATE, "device": "cuda"},

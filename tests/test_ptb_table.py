@@ -41,11 +41,12 @@ def test_rows_select_by_number_or_name(ptb_table):
 
 def test_every_row_config_is_a_valid_training_config(ptb_table):
     from textvae import TextVAEConfig
-    from textvae.training.config import TrainConfig, read_config_file
+    from textvae.config_fields import read_config_file
+    from textvae.training.config import TrainConfig
 
     for row in ptb_table.select_rows("all"):
         config = TrainConfig.from_dict(read_config_file(row))
-        assert config.data == "ptb"
+        assert config.data.source == "ptb"
         TextVAEConfig(**config.model)  # raises on a bad architecture option
 
 

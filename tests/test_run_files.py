@@ -105,10 +105,10 @@ def test_resume_and_new_checkpoints_remove_stale_temporaries(tmp_path, corpus_fi
     assert not list(run.glob(".tmp-*"))
     # A checkpoint written during training also clears an earlier one's leftovers.
     from textvae.checkpointing import save_checkpoint
-    from textvae.training.setup import build_model, prepare_data
+    from textvae.training.setup import build_model, prepare_run_data
     from textvae.training.trainer import Trainer
 
-    data = prepare_data(config)
+    data = prepare_run_data(config)
     model = build_model(config, data.tokenizer)
     trainer = Trainer(config, run, model, data)
     (run / ".tmp-checkpoint-old").mkdir()

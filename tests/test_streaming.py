@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from textvae.data import streaming
 from textvae.checkpointing import checkpoint_folders
+from textvae.data import streaming
 from textvae.distributed import shard_bounds
 from textvae.training.config import TrainConfig
 from textvae.training.run import train
-from textvae.training.setup import prepare_data
+from textvae.training.setup import prepare_run_data
 
 from .helpers import TINY_TRAIN, make_sentences, run_cli_error
 
-STREAM = dict(TINY_TRAIN, streaming=True, streaming_buffer_size=50)
+STREAM = dict(TINY_TRAIN, streaming=True, streaming_buffer_size=50)  # flat data keys: the older layout
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def decoded(data, split, indices) -> list[str]:
 
 def test_the_head_of_the_stream_is_held_out_for_validation_and_never_trained_on(corpus_file, small_pools):
     sentences = corpus_file.read_text().splitlines()
-    data = prepare_data(TrainConfig(data=str(corpus_file), **STREAM))
+    data = prepare_run_data(TrainConfig.from_dict({"data": str(corpus_file), **STREAM}))
     # 120 sentences, validation_fraction 0.05: the first ceil(6.0) = 6 of them.
     assert decoded(data, data.validation, range(len(data.validation))) == sentences[:6]
     for epoch in (0, 1):
@@ -55,7 +55,7 @@ def test_the_head_of_the_stream_is_held_out_for_validation_and_never_trained_on(
 
 
 def test_epochs_cover_the_stream_in_pools_and_shards_cover_each_batch(corpus_file, small_pools):
-    data = prepare_data(TrainConfig(data=str(corpus_file), **STREAM))
+    data = prepare_run_data(TrainConfig.from_dict({"data": str(corpus_file), **STREAM}))
     orders = []
     for epoch in (0, 1):
         batches = list(data.stream.batches(epoch))
@@ -82,7 +82,7 @@ def test_epochs_cover_the_stream_in_pools_and_shards_cover_each_batch(corpus_fil
 def test_a_resumed_streaming_run_reaches_the_weights_of_an_uninterrupted_one(
     tmp_path, corpus_file, small_pools, options, stop
 ):
-    config = TrainConfig(data=str(corpus_file), **{**STREAM, **options})
+    config = TrainConfig.from_dict({"data": str(corpus_file), **STREAM, **options})
     whole = train(config, output_dir=tmp_path / "whole")
     stopped = train(TrainConfig(**{**config.to_dict(), "max_steps": stop}), output_dir=tmp_path / "split")
     state = json.loads((checkpoint_folders(stopped)[-1] / "trainer_state.json").read_text())
@@ -102,13 +102,13 @@ def test_streaming_reads_a_jsonl_column_and_a_folders_validation_split(tmp_path)
     sentences = make_sentences(30, seed=2)
     table = tmp_path / "c.jsonl"
     table.write_text("".join(json.dumps({"sentence": s, "n": i}) + "\n" for i, s in enumerate(sentences)))
-    data = prepare_data(TrainConfig(data=str(table), text_column="sentence", **STREAM))
+    data = prepare_run_data(TrainConfig.from_dict({"data": str(table), "text_column": "sentence", **STREAM}))
     assert decoded(data, data.validation, range(len(data.validation))) == sentences[:2]  # ceil(1.5)
     folder = tmp_path / "corpus"
     folder.mkdir()
     (folder / "train.txt").write_text("\n".join(sentences[:20]) + "\n\n")  # a blank line is skipped
     (folder / "valid.txt").write_text("\n".join(sentences[20:]) + "\n")
-    data = prepare_data(TrainConfig(data=str(folder), **STREAM))
+    data = prepare_run_data(TrainConfig.from_dict({"data": str(folder), **STREAM}))
     assert decoded(data, data.validation, range(len(data.validation))) == sentences[20:]
     seen = [t for split, indices, _ in data.stream.batches(0) for t in decoded(data, split, indices)]
     assert Counter(seen) == Counter(sentences[:20])
@@ -123,8 +123,8 @@ def test_streaming_reads_a_jsonl_column_and_a_folders_validation_split(tmp_path)
 )
 def test_schedules_over_the_whole_run_need_max_steps(options, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(streaming=True, **options)
-    TrainConfig(streaming=True, max_steps=100, **options)  # with a length they run
+        TrainConfig.from_dict({"streaming": True, **options})
+    TrainConfig.from_dict({"streaming": True, "max_steps": 100, **options})  # with a length they run
     TrainConfig(**options)  # and without streaming the epochs give it
 
 
@@ -132,11 +132,11 @@ def test_an_empty_stream_and_a_bad_column_are_clear_errors(tmp_path, capsys):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n\n")
     with pytest.raises(ValueError, match="holds no non-blank sentence"):
-        prepare_data(TrainConfig(data=str(blank), **STREAM))
+        prepare_run_data(TrainConfig.from_dict({"data": str(blank), **STREAM}))
     table = tmp_path / "c.jsonl"
     table.write_text('{"sentence": "a b"}\n')
     with pytest.raises(ValueError, match="no column 'text'.*sentence.*--text-column"):
-        prepare_data(TrainConfig(data=str(table), **STREAM))
+        prepare_run_data(TrainConfig.from_dict({"data": str(table), **STREAM}))
     args = ["train", "--data", blank, "--streaming", "--output-dir", tmp_path / "run"]
     assert run_cli_error(capsys, args, "holds no non-blank sentence") != 0
     args = ["train", "--data", blank, "--streaming", "--kl-schedule", "cyclical", "-o", tmp_path / "run"]
@@ -156,7 +156,7 @@ def test_a_bad_byte_deep_in_a_streamed_file_is_named_before_training(tmp_path, c
     table = tmp_path / "deep.jsonl"
     table.write_bytes(b'{"text": "a b"}\n' * 40 + b'{"text": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"deep.jsonl is not UTF-8 \(bad byte at line 41\)"):
-        prepare_data(TrainConfig(data=str(table), **STREAM))
+        prepare_run_data(TrainConfig.from_dict({"data": str(table), **STREAM}))
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 1 << 24])
@@ -182,7 +182,9 @@ def test_evaluating_a_streaming_run_scores_the_sentences_it_held_out(tmp_path, c
     folder = tmp_path / "corpus"  # a folder with train.txt alone: its validation split is held out
     folder.mkdir()
     corpus_file.rename(folder / "train.txt")
-    run = train(TrainConfig(data=str(folder), **{**STREAM, "max_steps": 2}), output_dir=tmp_path / "run")
+    run = train(
+        TrainConfig.from_dict({"data": str(folder), **STREAM, "max_steps": 2}), output_dir=tmp_path / "run"
+    )
     options = dict(iw_samples=2, batch_size=8, num_diversity_samples=2, interpolation_pairs=1, max_length=8)
     results = evaluate_run(run, data=str(folder), save=False, show_progress=False, **options)
     # The stream's first 6 sentences, not a random 5% of the corpus (sentences it trained on).
@@ -204,7 +206,9 @@ def test_the_help_names_the_streaming_options(capsys):
 def test_overlong_sentences_are_truncated_or_dropped_with_a_warning(corpus_file, caplog):
     lengths = Counter()
     for overlong in ("truncate", "drop"):
-        data = prepare_data(TrainConfig(data=str(corpus_file), max_length=4, overlong=overlong, **STREAM))
+        data = prepare_run_data(
+            TrainConfig.from_dict({"data": str(corpus_file), "max_length": 4, "overlong": overlong, **STREAM})
+        )
         with caplog.at_level("WARNING"):
             caplog.clear()
             batches = list(data.stream.batches(0))

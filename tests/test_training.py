@@ -78,7 +78,7 @@ def test_bad_option_values_are_named(bad, name):
         (dict(epochs="three"), "epochs must be an integer, got 'three'"),
         (dict(epochs=2.5), "epochs must be an integer"),
         (dict(progress="yes"), "progress must be true or false"),
-        (dict(data=3), "data must be a string"),
+        (dict(data=3), "data must be a corpus name or a mapping of data options"),
         (dict(model={"hidden_size": "big"}), "hidden_size must be an integer"),
         (
             dict(model={"decoder_input_dropout": float("nan")}),

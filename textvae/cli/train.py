@@ -7,8 +7,10 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from ..models.options import ARCHITECTURE_OPTIONS
-from ..training.config import TrainConfig, read_config_file
+from ..config_fields import read_config_file
+from ..data.config import DataConfig, split_flat_options
+from ..models.architecture import ARCHITECTURE_OPTIONS
+from ..training.config import TrainConfig
 from .common import (
     add_device_option,
     add_run_argument,
@@ -66,10 +68,15 @@ def _add_train_parser(commands) -> None:
         action="store_true",
         help="replace an earlier run in --output-dir (only the files textvae wrote; anything else makes it refuse)",
     )
+    data = parser.add_argument_group("data options (saved in train_config.json as its data mapping)")
+    hints = typing.get_type_hints(DataConfig)
+    for field in dataclasses.fields(DataConfig):
+        name = field.metadata.get("flag", field.name)
+        _add_typed_option(data, name, hints[field.name], field.default, field.metadata["help"])
     training = parser.add_argument_group("training options")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
-        if field.name != "model":
+        if field.name not in ("model", "data"):
             _add_typed_option(training, field.name, hints[field.name], field.default, field.metadata["help"])
     model = parser.add_argument_group("model options (saved in the model's config.json)")
     for name, option in ARCHITECTURE_OPTIONS.items():
@@ -109,22 +116,31 @@ def _add_fit_prior_parser(commands) -> None:
     fit.set_defaults(handler=run_fit_prior)
 
 
-def _train_values(args) -> tuple[dict, dict]:
+def _train_values(args) -> tuple[dict, dict, dict]:
+    """(training, data, model) option values of the flags given."""
     given = vars(args)
-    train_names = {field.name for field in dataclasses.fields(TrainConfig)}
+    train_names = {field.name for field in dataclasses.fields(TrainConfig)} - {"model", "data"}
     values = {name: given[name] for name in train_names if name in given}
+    data_values = {}
+    for field in dataclasses.fields(DataConfig):
+        flag_name = field.metadata.get("flag", field.name)
+        if flag_name in given:
+            data_values[field.name] = given[flag_name]
     model_values = {name: given[name] for name in ARCHITECTURE_OPTIONS if name in given}
-    return values, model_values
+    return values, data_values, model_values
 
 
 def run_train(args) -> None:
-    values, model_values = _train_values(args)
+    values, data_values, model_values = _train_values(args)
     if args.resume:
         if model_values:
             raise ValueError(
                 f"--resume keeps the run's architecture; drop {', '.join(flag(n) for n in model_values)}"
             )
         TrainConfig(**values)  # the flags' values are checked before anything heavy is imported
+        if data_values:
+            DataConfig(**data_values)
+            values["data"] = data_values
         args.run_dir = Path(args.resume)
         quiet_libraries()
         from ..training.run import train
@@ -132,7 +148,9 @@ def run_train(args) -> None:
         run = train(None, resume=args.resume, overrides=values)
     else:
         file_values = read_config_file(args.config) if args.config else {}
+        file_data, file_values = split_flat_options(file_values)
         merged = {**file_values, **values}
+        merged["data"] = {**file_data, **data_values}
         merged["model"] = {**file_values.get("model", {}), **model_values}
         file_output_dir = merged.pop("output_dir", None)
         config = TrainConfig.from_dict(merged)

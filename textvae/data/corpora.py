@@ -90,22 +90,35 @@ def _raise_if_not_utf8(path: Path, chunks, hint: str = "") -> None:
         newlines += chunk.count(b"\n")
 
 
-def _split_files(folder: Path) -> dict[str, Path]:
+def _split_files(folder: Path, train_splits: tuple[str, ...] = ("train",)) -> dict[str, list[Path]]:
+    """The text files of each split in a corpus folder; the training split joins the files that
+    `train_splits` names ("train" is train.txt, any other name its NAME.txt), in that order."""
     files = {}
     for split, names in SPLIT_FILE_NAMES.items():
         for name in names:
             if (folder / name).is_file():
-                files[split] = folder / name
+                files[split] = [folder / name]
                 break
+    if tuple(train_splits) != ("train",) and "train" in files:
+        extra = [name for name in train_splits if name != "train"]
+        missing = [f"{name}.txt" for name in extra if not (folder / f"{name}.txt").is_file()]
+        if missing:
+            raise ValueError(
+                f"corpus folder {folder} has no {', '.join(missing)} (train_splits {','.join(train_splits)})"
+            )
+        files["train"] = [
+            files["train"][0] if name == "train" else folder / f"{name}.txt" for name in train_splits
+        ]
     return files
 
 
-def _load_text_files(files: dict[str, Path], encoding_errors: str) -> datasets.DatasetDict:
-    for path in files.values():
-        check_text_file(path, encoding_errors)
+def _load_text_files(files: dict[str, list[Path]], encoding_errors: str) -> datasets.DatasetDict:
+    for paths in files.values():
+        for path in paths:
+            check_text_file(path, encoding_errors)
     corpus = datasets.load_dataset(
         "text",
-        data_files={split: str(path) for split, path in files.items()},
+        data_files={split: [str(path) for path in paths] for split, paths in files.items()},
         encoding="utf-8-sig",  # a byte-order mark is no part of the first word
         encoding_errors=None if encoding_errors == "strict" else encoding_errors,
     )
@@ -143,12 +156,15 @@ def load_corpus(
     encoding_errors: str = "strict",
     text_column: str = "text",
     hub_config: str | None = None,
+    train_splits: tuple[str, ...] = ("train",),
 ) -> datasets.DatasetDict:
     """Load a corpus of one sentence per row into `train` / `validation` (/ `test`) splits.
 
     source: a named corpus (`ptb`, looked up in the data dir), a text file, a CSV / TSV / JSONL / JSON file
     (its `text_column`, read by `read_sentence_file`), a folder with `train.txt` (and `valid.txt` /
-    `test.txt`), or a Hugging Face Hub dataset id (with `text_column`).
+    `test.txt`), or a Hugging Face Hub dataset id (with `text_column`). train_splits: the files of a
+    folder or named corpus that make its training split, joined in order (("train", "extra"): train.txt
+    then extra.txt).
     Blank lines are dropped, with a warning that counts them. Without a validation split one is cut
     from train with `seed`.
     """
@@ -156,7 +172,8 @@ def load_corpus(
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     if encoding_errors not in ("strict", "replace", "ignore"):
         raise ValueError(f"encoding_errors must be strict, replace or ignore, got {encoding_errors!r}")
-    corpus = _drop_blank_lines(_read_source(source, data_dir, encoding_errors, text_column, hub_config))
+    kind, where = resolve_source(source, data_dir, train_splits)
+    corpus = _drop_blank_lines(_read_source(kind, where, encoding_errors, text_column, hub_config))
     if "validation" not in corpus and len(corpus["train"]) < 2:
         raise ValueError(
             f"corpus {source} has {len(corpus['train'])} sentence(s): training needs at least 2, one of them "
@@ -170,40 +187,52 @@ def load_corpus(
     return corpus
 
 
-def resolve_source(source: str, data_dir=None) -> tuple[str, object]:
-    """What kind of corpus `source` names, and where it lies: ("text", {split: path}) for a named corpus,
-    a text file or a folder; ("table", path) for a CSV / TSV / JSONL / JSON file; ("hub", id) for a Hub
-    dataset. Shared by `load_corpus` and the streaming reader; `ValueError` when it names none of these."""
+def resolve_source(
+    source: str, data_dir=None, train_splits: tuple[str, ...] = ("train",)
+) -> tuple[str, object]:
+    """What kind of corpus `source` names, and where it lies: ("text", {split: [paths]}) for a named
+    corpus, a text file or a folder; ("table", path) for a CSV / TSV / JSONL / JSON file; ("hub", id) for a
+    Hub dataset. Shared by `load_corpus` and the streaming reader; `ValueError` when it names none of these
+    (or when `train_splits` names more than train for a source that is not a folder)."""
     path = Path(source)
+    kind, where = _resolve(source, path, data_dir, tuple(train_splits))
+    if kind != "text-folder" and tuple(train_splits) != ("train",):
+        raise ValueError(
+            f"train_splits {','.join(train_splits)} names files of a corpus folder; {source} is not one"
+        )
+    return ("text", where) if kind == "text-folder" else (kind, where)
+
+
+def _resolve(source: str, path: Path, data_dir, train_splits: tuple[str, ...]) -> tuple[str, object]:
     if source in NAMED_CORPORA:
         folder = resolve_data_dir(data_dir) / source
-        files = _split_files(folder)
+        files = _split_files(folder, train_splits)
         if "train" not in files:
             info = NAMED_CORPORA[source]
             raise ValueError(
                 f"corpus {source!r} not found: put {info['train']} and {info['validation']} in {folder} "
                 f"({info['source']}), or point --data-dir / ${DATA_DIR_ENV} at the folder that holds {source}/"
             )
-        return "text", files
+        return "text-folder", files
     if path.is_file() and path.suffix.lower() in _TABLE_FORMATS:
         return "table", path
     if path.is_file():
-        return "text", {"train": path}
+        return "text", {"train": [path]}
     if path.is_dir():
-        files = _split_files(path)
+        files = _split_files(path, train_splits)
         if "train" not in files:
             raise ValueError(f"corpus folder {path} has no train.txt")
-        return "text", files
+        return "text-folder", files
     if _HUB_ID.match(source) and not source.lower().endswith((".txt", ".text", *_TABLE_FORMATS)):
         return "hub", source
     raise ValueError(f"corpus not found: {source} is neither a file, a folder, a named corpus nor a Hub id")
 
 
 def _read_source(
-    source: str, data_dir, encoding_errors: str, text_column: str, hub_config
+    kind: str, where, encoding_errors: str, text_column: str, hub_config
 ) -> datasets.DatasetDict:
-    """The splits of `load_corpus`'s source as they are, blank lines included."""
-    kind, where = resolve_source(source, data_dir)
+    """The splits of `load_corpus`'s source (`resolve_source`'s kind and place) as they are, blank lines
+    included."""
     if kind == "table":
         texts, _ = read_sentence_file(where, text_column=text_column)
         return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})})

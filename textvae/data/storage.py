@@ -212,3 +212,18 @@ def collate(
         encoder_ids, encoder_mask = split.encoder_input_ids.pad(indices, encoder_pad_token_id)
         batch.update(encoder_input_ids=encoder_ids, encoder_attention_mask=encoder_mask)
     return batch
+
+
+@dataclass
+class PreparedData:
+    """Tokenized splits and the tokenizer(s) a run trains with (`prepare.prepare_data`).
+
+    stream: with streaming, the training split as a `streaming.TrainingStream`, which the trainer reads
+    instead of `train` (then only a sample of the training split, for fitting the prior).
+    """
+
+    tokenizer: object
+    encoder_tokenizer: object | None
+    train: TokenizedSplit
+    validation: TokenizedSplit
+    stream: object | None = None

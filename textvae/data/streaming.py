@@ -30,13 +30,12 @@ from pathlib import Path
 import datasets
 
 from ..distributed import derived_seed
-from ..training.config import TrainConfig
-from ..training.setup import PreparedData, load_backbone_tokenizers
 from .bucketing import LengthBucketSampler
+from .config import DataConfig
 from .corpora import _TABLE_FORMATS, check_utf8_file, resolve_source
-from .storage import PackedSequences, TokenizedSplit
+from .storage import PackedSequences, PreparedData, TokenizedSplit
 from .token_ids import encode_sentences, warn_overlong
-from .tokenization import WordLookup, train_tokenizer
+from .tokenization import WordLookup, load_backbone_tokenizers, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +56,14 @@ def _check_file(path: Path) -> None:
         raise ValueError(f"corpus file is empty: {path}")
 
 
-def _text_streams(files: dict[str, Path], encoding_errors: str) -> datasets.IterableDatasetDict:
-    for path in files.values():
+def _text_streams(files: dict[str, list[Path]], encoding_errors: str) -> datasets.IterableDatasetDict:
+    for path in (path for paths in files.values() for path in paths):
         _check_file(path)
         if encoding_errors == "strict":  # one pass now, not an error hours in, when the stream gets there
             check_utf8_file(path, hint="or pass --encoding-errors replace to replace bad bytes")
     return datasets.load_dataset(
         "text",
-        data_files={split: str(path) for split, path in files.items()},
+        data_files={split: [str(path) for path in paths] for split, paths in files.items()},
         encoding="utf-8-sig",  # a byte-order mark is no part of the first word
         encoding_errors=None if encoding_errors == "strict" else encoding_errors,
         streaming=True,
@@ -94,9 +93,10 @@ def _hub_streams(name: str, config_name: str | None) -> datasets.IterableDataset
     return streams
 
 
-def _source_streams(source: str, data_dir, encoding_errors: str, text_column: str, hub_config):
+def _source_streams(data: DataConfig, hub_config=None):
     """The splits of a corpus as streams, its source found as `corpora.load_corpus` finds it."""
-    kind, where = resolve_source(source, data_dir)
+    source, encoding_errors, text_column = data.source, data.encoding_errors, data.text_column
+    kind, where = resolve_source(source, data.data_dir, data.training_splits())
     if kind == "table":
         return _table_streams(where, text_column)
     if kind == "hub":
@@ -120,18 +120,16 @@ def _text_stream(stream: datasets.IterableDataset, source: str, column: str) -> 
     return stream.filter(_non_blank, input_columns="text", batched=True, batch_size=1000)
 
 
-def open_streams(config: TrainConfig) -> tuple[datasets.IterableDataset, list[str] | None]:
-    """The training split of `config.data` as a stream of non-blank `text` rows, in stored order, and the
+def open_streams(data: DataConfig) -> tuple[datasets.IterableDataset, list[str] | None]:
+    """The training split of `data.source` as a stream of non-blank `text` rows, in stored order, and the
     validation split's sentences (None when the corpus has none)."""
-    streams = _source_streams(
-        config.data, config.data_dir, config.encoding_errors, config.text_column, hub_config=None
-    )
+    streams = _source_streams(data)
     if "train" not in streams:
-        raise ValueError(f"corpus {config.data} has no train split (it has {', '.join(streams)})")
-    train = _text_stream(streams["train"], config.data, config.text_column)
+        raise ValueError(f"corpus {data.source} has no train split (it has {', '.join(streams)})")
+    train = _text_stream(streams["train"], data.source, data.text_column)
     validation = None
     if "validation" in streams:
-        rows = _text_stream(streams["validation"], config.data, config.text_column)
+        rows = _text_stream(streams["validation"], data.source, data.text_column)
         validation = [row["text"] for row in rows]
     return train, validation
 
@@ -151,12 +149,19 @@ class TrainingStream:
     tokenizers: (tokenizer, encoder tokenizer or None, the tokenizer's `WordLookup` or None).
     """
 
-    def __init__(self, dataset: datasets.IterableDataset, tokenizers: tuple, config: TrainConfig):
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        tokenizers: tuple,
+        data: DataConfig,
+        batch_size: int,
+        seed: int,
+    ):
         self.dataset, self.tokenizers = dataset, tokenizers
-        self.batch_size, self.seed = config.batch_size, config.seed
-        self.buffer_size = config.streaming_buffer_size
-        self.max_length, self.overlong = config.max_length, config.overlong
-        self.pool_size = config.batch_size * POOL_BATCHES
+        self.batch_size, self.seed = batch_size, seed
+        self.buffer_size = data.streaming_buffer_size
+        self.max_length, self.overlong = data.max_length, data.overlong
+        self.pool_size = batch_size * POOL_BATCHES
 
     def epoch_dataset(self, epoch: int, skip: int = 0) -> datasets.IterableDataset:
         """The epoch's shuffled stream, from its `skip`-th sentence on."""
@@ -206,48 +211,56 @@ def _counted(texts, counter: list[int]):
         yield text
 
 
-def split_stream(config: TrainConfig) -> tuple[datasets.IterableDataset, list[str], list[str]]:
+def split_stream(data: DataConfig) -> tuple[datasets.IterableDataset, list[str], list[str]]:
     """(the training stream, the validation sentences, the stream's first training sentences: up to
     MAX_HELD_OUT / validation_fraction of them) of a streaming run's corpus, by the rule of this module."""
-    train, validation = open_streams(config)
-    head = _stream_head(train, math.ceil(MAX_HELD_OUT / config.validation_fraction))
+    train, validation = open_streams(data)
+    head = _stream_head(train, math.ceil(MAX_HELD_OUT / data.validation_fraction))
     if not head:
-        raise ValueError(f"the training stream of {config.data} holds no non-blank sentence")
+        raise ValueError(f"the training stream of {data.source} holds no non-blank sentence")
     if validation is None:
-        held = min(math.ceil(config.validation_fraction * len(head)), MAX_HELD_OUT)
+        held = min(math.ceil(data.validation_fraction * len(head)), MAX_HELD_OUT)
         if len(head) - held < 1:
             raise ValueError(
-                f"corpus {config.data} has {len(head)} sentence(s): training needs at least 2, one of them "
+                f"corpus {data.source} has {len(head)} sentence(s): training needs at least 2, one of them "
                 f"held out for validation (or a folder with train.txt and valid.txt)"
             )
         validation, head = head[:held], head[held:]
         train = train.skip(held)
         logger.info("validation: the first %d sentences of the stream, held out of training", held)
     if not validation:
-        raise ValueError(f"the validation split of {config.data} holds no non-blank sentence")
+        raise ValueError(f"the validation split of {data.source} holds no non-blank sentence")
     return train, validation, head
 
 
-def prepare_stream_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
-    """`training_setup.prepare_data` for `config.streaming`: validation and a prior sample in memory, the
-    training split as a `TrainingStream` (`PreparedData.stream`)."""
-    train, validation, head = split_stream(config)
-    tokenizer, encoder_tokenizer = load_backbone_tokenizers(config, tokenizer, encoder_tokenizer)
+def prepare_stream_data(
+    data: DataConfig,
+    tokenizer=None,
+    encoder_tokenizer=None,
+    model_options: dict | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> PreparedData:
+    """`prepare.prepare_data` for `data.streaming`: validation and a prior sample in memory, the training
+    split as a `TrainingStream` (`PreparedData.stream`) of global batches of `batch_size` sentences,
+    shuffled with `seed`."""
+    train, validation, head = split_stream(data)
+    tokenizer, encoder_tokenizer = load_backbone_tokenizers(model_options or {}, tokenizer, encoder_tokenizer)
     if tokenizer is None:
         read = [0]
-        texts = _counted((row["text"] for row in train.take(config.streaming_vocab_sentences)), read)
-        tokenizer = train_tokenizer(texts, config.tokenizer_type, config.min_frequency, config.max_vocab_size)
+        texts = _counted((row["text"] for row in train.take(data.streaming_vocab_sentences)), read)
+        tokenizer = train_tokenizer(texts, data.tokenizer_type, data.min_frequency, data.max_vocab_size)
         logger.info("tokenizer trained on the first %d training sentences of the stream", read[0])
     tokenizers = (tokenizer, encoder_tokenizer, WordLookup.from_tokenizer(tokenizer))
-    valid_split, count = tokenize_texts(validation, tokenizers, config.max_length, config.overlong)
+    valid_split, count = tokenize_texts(validation, tokenizers, data.max_length, data.overlong)
     if count:
-        warn_overlong(count, len(validation), "validation", config.max_length, config.overlong)
+        warn_overlong(count, len(validation), "validation", data.max_length, data.overlong)
     sample = list(itertools.islice(head, PRIOR_SENTENCES))
-    prior_split, _ = tokenize_texts(sample, tokenizers, config.max_length, config.overlong)
+    prior_split, _ = tokenize_texts(sample, tokenizers, data.max_length, data.overlong)
     return PreparedData(
         tokenizer=tokenizer,
         encoder_tokenizer=encoder_tokenizer,
         train=prior_split,
         validation=valid_split,
-        stream=TrainingStream(train, tokenizers, config),
+        stream=TrainingStream(train, tokenizers, data, batch_size, seed),
     )

@@ -277,3 +277,18 @@ def encode_texts(tokenizer, texts, lookup: WordLookup | None = None) -> tuple[np
         encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return flatten_ids([encoding.ids for encoding in encode_batch(texts, add_special_tokens=False)])
     return flatten_ids(tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def load_backbone_tokenizers(model_options: dict, tokenizer=None, encoder_tokenizer=None) -> tuple:
+    """(tokenizer, encoder tokenizer): those given, else a pretrained (hf) decoder's and encoder's own, as
+    the architecture options `model_options` name them; None for a tokenizer still to be trained (the
+    decoder's) or not needed (the encoder's)."""
+    if tokenizer is None and model_options.get("decoder_type") == "hf":
+        from ..models.backbones import load_backbone_tokenizer
+
+        tokenizer = load_backbone_tokenizer(model_options.get("decoder_name_or_path"))
+    if encoder_tokenizer is None and model_options.get("encoder_type") == "hf":
+        from ..models.backbones import load_backbone_tokenizer
+
+        encoder_tokenizer = load_backbone_tokenizer(model_options.get("encoder_name_or_path"))
+    return tokenizer, encoder_tokenizer

@@ -10,6 +10,7 @@ equal one process's. The metrics' own names stay importable from here: `evaluate
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -146,22 +147,23 @@ def training_sample(
     """`count` sentences drawn at random (with `seed`) from the training split a run was trained on (its
     train_config.json says which corpus, and the validation it held out stays out), in corpus order;
     None, with a warning, when that corpus cannot be read here (moved, or a stream)."""
+    from ..data.config import DataConfig
     from ..data.corpora import load_corpus
-    from ..run_files import TRAIN_CONFIG_NAME, read_json
-    from ..training.config import TrainConfig
+    from ..run_files import TRAIN_CONFIG_NAME
 
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"train_sample must be a positive integer, got {count!r}")
-    saved = Path(run) / TRAIN_CONFIG_NAME
-    if not saved.is_file():
+    if not (Path(run) / TRAIN_CONFIG_NAME).is_file():
         logger.warning("%s has no %s: no training sample to compare with", run, TRAIN_CONFIG_NAME)
         return None
-    trained = TrainConfig.from_dict(read_json(saved))
+    trained = DataConfig.from_run(run)
     if trained.streaming:
         logger.warning("%s was trained on a stream: no training sample to compare with", run)
         return None
     try:
-        corpus = load_corpus(trained.data, data_dir=data_dir or trained.data_dir, **trained.corpus_options())
+        corpus = load_corpus(
+            trained.source, data_dir=data_dir or trained.data_dir, **trained.corpus_options()
+        )
     except ValueError as error:
         logger.warning("no training sample: the corpus %s was trained on cannot be read (%s)", run, error)
         return None
@@ -177,10 +179,10 @@ def _load_for_evaluation(
     """(model, tokenizer, tokenized sentences, split name) for `evaluate_run`; puts the reference LM, the
     priors and the training sample (`train_split`) into `options`."""
     from ..checkpointing import load_run
+    from ..data.config import DataConfig
     from ..data.corpora import load_corpus, read_sentence_file
     from ..data.token_ids import tokenize_corpus
-    from ..run_files import TRAIN_CONFIG_NAME, read_json
-    from ..training.config import TrainConfig
+    from ..run_files import TRAIN_CONFIG_NAME
 
     model, tokenizer, encoder_tokenizer = load_run(run, device)
     if reference_lm is not None:
@@ -198,18 +200,26 @@ def _load_for_evaluation(
         split = "file"
         part = datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": texts})})
     else:
-        saved = Path(run) / TRAIN_CONFIG_NAME
-        trained = TrainConfig.from_dict(read_json(saved)) if saved.is_file() else None
+        trained = DataConfig.from_run(run) if (Path(run) / TRAIN_CONFIG_NAME).is_file() else None
         if trained is not None and trained.streaming and split == "validation":
             # The validation sentences of its training: the held-out head of the stream, if it had one.
             from ..data.streaming import split_stream
 
-            where = {"data": str(data), "data_dir": data_dir or trained.data_dir}
-            where["text_column"] = text_column or trained.text_column
-            texts = split_stream(TrainConfig.from_dict({**trained.to_dict(), **where}))[1]
+            recipe = dataclasses.replace(
+                trained,
+                source=str(data),
+                data_dir=data_dir or trained.data_dir,
+                text_column=text_column or trained.text_column,
+            )
+            texts = split_stream(recipe)[1]
             part = datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": texts})})
         else:
-            corpus = load_corpus(data, data_dir=data_dir, **(trained.corpus_options() if trained else {}))
+            # The run's own cut of validation from train (seed, fraction); its training files only when
+            # this is the corpus it was trained on.
+            corpus_options = trained.corpus_options() if trained else {}
+            if trained is not None and str(data) != trained.source:
+                corpus_options.pop("train_splits")
+            corpus = load_corpus(data, data_dir=data_dir, **corpus_options)
             if split not in corpus:
                 raise ValueError(f"corpus {data!r} has no {split} split (it has {', '.join(corpus)})")
             part = datasets.DatasetDict({split: corpus[split]})

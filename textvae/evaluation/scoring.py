@@ -27,13 +27,6 @@ IW_SAMPLES = 500
 _STREAMS = ("elbo", "iw", "mi", "prior", "forward", "interpolation")
 
 
-def encode_batch(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior `mu`, `logvar` (B, Z) of a collated batch; a pretrained encoder reads its own ids."""
-    if "encoder_input_ids" in batch:
-        return model.encode(batch["encoder_input_ids"], batch["encoder_attention_mask"])
-    return model.encode(batch["input_ids"], batch["attention_mask"])
-
-
 @torch.no_grad()
 def importance_weighted_nll(
     model: TextVAEModel,
@@ -85,7 +78,7 @@ def importance_weighted_scores(
         return {"nll": rec.double()}
     if not model.config.has_posterior:
         raise ValueError("a deterministic autoencoder has no likelihood p(x): its NLL does not apply")
-    mu, logvar = encode_batch(model, batch)  # (B, Z)
+    mu, logvar = model.encode_batch(batch)  # (B, Z)
     batch_size, latent_dim = mu.shape
     eps = torch.randn(
         (batch_size, iw_samples, latent_dim), generator=generator, device=mu.device, dtype=mu.dtype
@@ -161,7 +154,7 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
     if model.config.has_latent and not model.config.has_posterior:
         # A deterministic autoencoder: rec from its code; KL and NLL do not apply (summed as zeros, which
         # `evaluate` reports as None, N/A).
-        mu, _ = encode_batch(model, batch)  # (B, Z)
+        mu, _ = model.encode_batch(batch)  # (B, Z)
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, mu)
         out["rec"], out["mu"] = rec.double(), mu.double()
         out["kl"] = out["nll"] = torch.zeros_like(out["rec"])
@@ -171,7 +164,7 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
             _reconstructions(model, tokenizer, input_ids, mu, options["max_length"], out)
         return out
     if model.config.has_latent:
-        mu, logvar = encode_batch(model, batch)  # (B, Z)
+        mu, logvar = model.encode_batch(batch)  # (B, Z)
         eps = torch.randn(mu.shape, generator=generators["elbo"], device=mu.device, dtype=mu.dtype)
         rec, _ = model.reconstruction_loss(input_ids, attention_mask, mu + torch.exp(0.5 * logvar) * eps)
         out["kl"] = gaussian_kl(mu.double(), logvar.double()).sum(dim=1)  # (B,)

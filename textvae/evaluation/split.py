@@ -28,7 +28,7 @@ from ..generation import generate
 from ..models.modeling import TextVAEModel
 from .latent import latent_results
 from .progress import ScoreProgress
-from .scoring import IW_SAMPLES, batch_generators, encode_batch, score_batch, stream_generators
+from .scoring import IW_SAMPLES, batch_generators, score_batch, stream_generators
 from .text import bleu_tokenization, distinct_n, reconstruction_scores, self_bleu
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def _train_sample_results(
             batch = {
                 k: v.to(device) for k, v in collate(train_split, indices, model.config.pad_token_id).items()
             }
-            mu, _ = encode_batch(model, batch)
+            mu, _ = model.encode_batch(batch)
             output_ids = generate(model, z=mu, max_length=options["max_length"])
             hypotheses += [decode_ids(tokenizer, row) for row in output_ids.tolist()]
             references += [decode_ids(tokenizer, row) for row in batch["input_ids"].tolist()]

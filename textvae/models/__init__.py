@@ -1,16 +1,16 @@
 """The model: architecture options (torch-free), `TextVAEConfig`, `TextVAEModel` and its parts.
 
-`options.py` holds the option table; `configuration.py` and `modeling.py` the config and model; `recurrent.py`,
+`architecture.py` holds the option table; `configuration.py` and `modeling.py` the config and model; `recurrent.py`,
 `transformer.py` and `backbones.py` the encoders and decoders (pretrained Hub models in the last)."""
 
 from ..lazy import lazy_face
 
 _NAMES = {
-    "ARCHITECTURE_OPTIONS": ".options",
-    "ArchitectureOption": ".options",
-    "DECODER_TYPES": ".options",
-    "ENCODER_TYPES": ".options",
-    "RNN_TYPES": ".options",
+    "ARCHITECTURE_OPTIONS": ".architecture",
+    "ArchitectureOption": ".architecture",
+    "DECODER_TYPES": ".architecture",
+    "ENCODER_TYPES": ".architecture",
+    "RNN_TYPES": ".architecture",
     "TextVAEConfig": ".configuration",
     "TextVAEModel": ".modeling",
     "TextVAEOutput": ".modeling",

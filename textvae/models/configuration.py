@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from .options import DECODER_TYPES, ENCODER_TYPES, POOLING_TYPES, POSITION_TYPES, RNN_TYPES
+from .architecture import DECODER_TYPES, ENCODER_TYPES, POOLING_TYPES, POSITION_TYPES, RNN_TYPES
 
 
 class TextVAEConfig(PretrainedConfig):

@@ -24,8 +24,8 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .architecture import RNN_TYPES
 from .configuration import TextVAEConfig
-from .options import RNN_TYPES
 
 
 @dataclass
@@ -216,6 +216,13 @@ class TextVAEModel(PreTrainedModel):
         mu = F.linear(features, weight[:latent_dim], bias[:latent_dim].detach())  # (B, Z)
         logvar = F.linear(features, weight[latent_dim:], bias[latent_dim:])  # (B, Z)
         return self.mean_norm(mu), logvar
+
+    def encode_batch(self, batch: dict):
+        """`encode` a collated batch (`data.storage.collate`): (B, Z) `mu`, `logvar`; a pretrained encoder
+        reads its own ids (`encoder_input_ids`)."""
+        if "encoder_input_ids" in batch:
+            return self.encode(batch["encoder_input_ids"], batch["encoder_attention_mask"])
+        return self.encode(batch["input_ids"], batch["attention_mask"])
 
     @staticmethod
     def reparameterize(

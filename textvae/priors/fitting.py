@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from ..data.bucketing import LengthBucketSampler
 from ..data.storage import TokenizedSplit, collate
-from ..evaluation.scoring import encode_batch
 from .distributions import COVARIANCE_TYPES, AggregatePrior
 
 logger = logging.getLogger(__name__)
@@ -188,7 +187,7 @@ def encode_posteriors(
                 batch = {
                     k: v.to(device) for k, v in collate(split, indices, model.config.pad_token_id).items()
                 }
-                mu, logvar = encode_batch(model, batch)  # (B, Z)
+                mu, logvar = model.encode_batch(batch)  # (B, Z)
                 means[indices] = mu.float().cpu()
                 # A deterministic autoencoder's code is a point: no posterior variance.
                 variances[indices] = 0.0 if logvar is None else logvar.float().exp().cpu()
@@ -225,17 +224,15 @@ def fit_prior_for_run(
     """Fit the aggregate prior of a saved run on the training and validation sentences it was trained on
     (its train_config.json says which), save it in the run folder, and return it."""
     from ..checkpointing import load_run
-    from ..run_files import TRAIN_CONFIG_NAME, read_json
-    from ..training.config import TrainConfig
-    from ..training.setup import prepare_data
+    from ..data.config import DataConfig
+    from ..data.prepare import prepare_data
 
     run = Path(run)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, encoder_tokenizer = load_run(run, device)
     if not model.config.has_latent:
         raise ValueError(f"{run} is a language model (latent_dim=0): it has no posterior to fit a prior to")
-    config = TrainConfig.from_dict(read_json(run / TRAIN_CONFIG_NAME))
-    data = prepare_data(config, tokenizer, encoder_tokenizer)
+    data = prepare_data(DataConfig.from_run(run), tokenizer, encoder_tokenizer)
     prior = fit_run_prior(model, data.train, data.validation, batch_size, show_progress, **fit_options)
     prior.save(run)
     return prior

@@ -9,7 +9,7 @@ from ..lazy import lazy_face
 
 _NAMES = {
     "TrainConfig": ".config",
-    "read_config_file": ".config",
+    "read_config_file": "..config_fields",
     "kl_weight": ".config",
     "train": ".run",
     "fit_final_prior": ".run",

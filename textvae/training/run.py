@@ -21,6 +21,8 @@ import torch
 
 from .. import checkpointing as ckpt
 from .. import distributed
+from ..data.config import split_flat_options
+from ..data.storage import PreparedData
 from ..run_files import (
     TRAIN_CONFIG_NAME,
     TRAINER_STATE_NAME,
@@ -31,7 +33,7 @@ from ..run_files import (
 )
 from .callbacks import check_reporter_available
 from .config import TrainConfig
-from .setup import PreparedData, build_model, check_model_options, prepare_data
+from .setup import build_model, check_model_options, prepare_run_data
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ def _resume_config(run_dir: Path, overrides: dict | None) -> tuple[TrainConfig, 
     `ValueError` when there is nothing to resume or the run is complete. Reads files only."""
     checkpoints = _checkpoints_to_resume(run_dir)
     saved = read_json(run_dir / TRAIN_CONFIG_NAME)
-    config = TrainConfig.from_dict({**saved, **(overrides or {})})
+    saved_data, saved_rest = split_flat_options(saved)
+    override_data, override_rest = split_flat_options(overrides or {})
+    config = TrainConfig.from_dict({**saved_rest, **override_rest, "data": {**saved_data, **override_data}})
     last = read_json(checkpoints[-1] / TRAINER_STATE_NAME)
     if last.get("finished") and (last["epoch"] >= config.epochs or config.epochs <= saved["epochs"]):
         how = (
@@ -90,19 +94,19 @@ def _resume_config(run_dir: Path, overrides: dict | None) -> tuple[TrainConfig, 
 
 
 def _prepare_data_everywhere(config: TrainConfig, tokenizer=None) -> PreparedData:
-    """`prepare_data` on every process. A tokenizer still to be trained is trained by the main process
+    """`prepare_run_data` on every process. A tokenizer still to be trained is trained by the main process
     alone and handed to the others: each training its own, BPE merges of equal counts could differ."""
     if tokenizer is not None or distributed.world_size() == 1:
         with distributed.shared_errors():
-            return prepare_data(config, tokenizer)
+            return prepare_run_data(config, tokenizer)
     main, data = distributed.is_main_process(), None
     with distributed.shared_errors():
         if main:
-            data = prepare_data(config)
+            data = prepare_run_data(config)
     tokenizers = distributed.broadcast_object((data.tokenizer, data.encoder_tokenizer) if main else None)
     with distributed.shared_errors():
         if not main:
-            data = prepare_data(config, *tokenizers)
+            data = prepare_run_data(config, *tokenizers)
     return data
 
 
@@ -117,7 +121,7 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
             if main:  # no writer is running: whatever is half-written was cut short
                 remove_stale_temporaries(run_dir)
             model, tokenizer, encoder_tokenizer = ckpt.load_run(run_dir)
-            data = prepare_data(config, tokenizer, encoder_tokenizer)
+            data = prepare_run_data(config, tokenizer, encoder_tokenizer)
     else:
         with distributed.shared_errors():
             source, tokenizer = None, None
@@ -139,7 +143,7 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
         if main:  # max_steps and max_minutes stop this invocation; they are no hyperparameters: a resumed
             # run runs on (but a streaming run's schedule over the whole run takes max_steps as its length:
             # there it is kept)
-            keep = config.streaming and config.schedule_needs_total_steps()
+            keep = config.data.streaming and config.schedule_needs_total_steps()
             saved = dataclasses.replace(config, max_minutes=None, **({} if keep else {"max_steps": None}))
             saved.save(run_dir / TRAIN_CONFIG_NAME)
         trainer = Trainer(config, run_dir, model, data)

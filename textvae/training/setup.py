@@ -1,90 +1,37 @@
-"""What a run is built from: its tokenized data and tokenizer(s), a fresh model, the optimiser, the scheduler.
+"""What a run is built from besides its data (`data.prepare`): a fresh model, the optimiser, the scheduler.
 
-`training.train` builds these on every process before the `Trainer` takes over; `prior_fitting.fit_prior_for_run`
-uses `prepare_data` to read the sentences a saved run was trained on.
+`run.train` builds these on every process before the `Trainer` takes over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .. import distributed
-from ..data.corpora import load_corpus
-from ..data.storage import TokenizedSplit
-from ..data.token_ids import count_corpus_words, iter_texts, tokenize_corpus
-from ..data.tokenization import train_tokenizer
+from ..data.prepare import prepare_data
+from ..data.storage import PreparedData
 from ..models.configuration import TextVAEConfig
 from ..models.modeling import TextVAEModel
 from .config import TrainConfig
 
 
-@dataclass
-class PreparedData:
-    """Tokenized splits and the tokenizer(s) a run trains with.
-
-    stream: with `--streaming`, the training split as a `streaming.TrainingStream`, which the trainer
-    reads instead of `train` (then only a sample of the training split, for fitting the prior).
-    """
-
-    tokenizer: object
-    encoder_tokenizer: object | None
-    train: TokenizedSplit
-    validation: TokenizedSplit
-    stream: object | None = None
+def prepare_run_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
+    """`data.prepare.prepare_data` for a training config: its data recipe, its backbones' tokenizers, its
+    global batch and seed (a stream's shuffle)."""
+    return prepare_data(
+        config.data,
+        tokenizer,
+        encoder_tokenizer,
+        model_options=config.model,
+        batch_size=config.batch_size,
+        shuffle_seed=config.seed,
+    )
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` -> cuda when available, else cpu; a requested cuda device must exist; under torchrun, the GPU
     of the process's local rank (`distributed.process_device`)."""
     return distributed.process_device(name)
-
-
-def load_backbone_tokenizers(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> tuple:
-    """(tokenizer, encoder tokenizer): those given, else a pretrained (hf) decoder's and encoder's own;
-    None for a tokenizer still to be trained (the decoder's) or not needed (the encoder's)."""
-    model_options = config.model
-    if tokenizer is None and model_options.get("decoder_type") == "hf":
-        from ..models.backbones import load_backbone_tokenizer
-
-        tokenizer = load_backbone_tokenizer(model_options.get("decoder_name_or_path"))
-    if encoder_tokenizer is None and model_options.get("encoder_type") == "hf":
-        from ..models.backbones import load_backbone_tokenizer
-
-        encoder_tokenizer = load_backbone_tokenizer(model_options.get("encoder_name_or_path"))
-    return tokenizer, encoder_tokenizer
-
-
-def train_corpus_tokenizer(dataset, config: TrainConfig):
-    """The tokenizer of `config.tokenizer_type` trained on a split (a `datasets.Dataset` with "text")."""
-    if config.tokenizer_type == "word":  # words counted by Arrow, on several threads
-        texts = count_corpus_words(dataset)
-    else:  # texts read as Arrow in large batches: iterating dataset["text"] takes ~75 s a million rows
-        texts = (text for batch in iter_texts(dataset) for text in batch)
-    return train_tokenizer(texts, config.tokenizer_type, config.min_frequency, config.max_vocab_size)
-
-
-def prepare_data(config: TrainConfig, tokenizer=None, encoder_tokenizer=None) -> PreparedData:
-    """Load and tokenize the corpus; train the tokenizer on the training split unless one is given.
-
-    With `config.streaming` the training split is a stream instead (`streaming.prepare_stream_data`).
-    """
-    if config.streaming:
-        from ..data.streaming import prepare_stream_data
-
-        return prepare_stream_data(config, tokenizer, encoder_tokenizer)
-    corpus = load_corpus(config.data, data_dir=config.data_dir, **config.corpus_options())
-    tokenizer, encoder_tokenizer = load_backbone_tokenizers(config, tokenizer, encoder_tokenizer)
-    if tokenizer is None:
-        tokenizer = train_corpus_tokenizer(corpus["train"], config)
-    tokenized = tokenize_corpus(corpus, tokenizer, encoder_tokenizer, config.max_length, config.overlong)
-    return PreparedData(
-        tokenizer=tokenizer,
-        encoder_tokenizer=encoder_tokenizer,
-        train=TokenizedSplit.from_dataset(tokenized["train"]),
-        validation=TokenizedSplit.from_dataset(tokenized["validation"]),
-    )
 
 
 def check_model_options(config: TrainConfig) -> None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .. import checkpointing as ckpt
 from .. import distributed
 from ..data.bucketing import LengthBucketSampler
+from ..data.storage import PreparedData
 from ..distributed import derived_seed
 from ..models.modeling import TextVAEModel
 from ..plotting import write_training_plots
@@ -34,7 +35,7 @@ from .aggressive import AggressiveTrainingMixin
 from .callbacks import make_reporter
 from .config import TrainConfig
 from .kl_weight import KLController
-from .setup import PreparedData, make_optimizer, make_scheduler
+from .setup import make_optimizer, make_scheduler
 from .step import DECODER_RESET, TrainingStepMixin
 from .validation import validate
 
@@ -246,7 +247,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             yield split, indices
         if state["batch_in_epoch"] == 0:
             raise ValueError(
-                f"epoch {state['epoch'] + 1} read no training batch from the stream of {self.config.data}: "
+                f"epoch {state['epoch'] + 1} read no training batch from the stream of {self.config.data.source}: "
                 f"it is empty, or --overlong drop dropped every sentence"
             )
 

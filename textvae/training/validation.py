@@ -15,7 +15,6 @@ from ..data.bucketing import LengthBucketSampler
 from ..data.storage import TokenizedSplit, collate
 from ..distributed import derived_seed
 from ..evaluation.latent import mutual_information
-from ..evaluation.scoring import encode_batch
 from ..models.modeling import TextVAEModel, gaussian_kl
 
 _MI_DRAWS = -1  # the seed key of the MI's z draws, apart from the batches' (their numbers are >= 0)
@@ -51,10 +50,10 @@ def validate(
         }
         z = None
         if model.config.has_latent and not model.config.has_posterior:
-            z, _ = encode_batch(model, batch)  # a deterministic autoencoder's code: no KL term
+            z, _ = model.encode_batch(batch)  # a deterministic autoencoder's code: no KL term
             means.append((number, z.float().cpu(), None))
         elif model.config.has_latent:
-            mu, logvar = encode_batch(model, batch)  # (B, Z)
+            mu, logvar = model.encode_batch(batch)  # (B, Z)
             generator = torch.Generator(device=device).manual_seed(derived_seed(seed, number))
             z = model.reparameterize(mu, logvar, generator)
             kl = gaussian_kl(mu, logvar).double()  # (B, Z)
