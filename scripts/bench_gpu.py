@@ -6,7 +6,7 @@ tied 256 embedding, BN-VAE, batch 32), initialised as `textvae train` initialise
 a trained run folder (`--model RUN`, with its own training options). Each part runs in fp32 and in bf16:
 
 1. Training, through textvae's own `Trainer` (fused Adam, clipping, the row's KL schedule, the trainer's bf16
-   autocast): its step (`_shard_batch` + `_train_step`) timed over --steps after --warmup-steps gives target
+   autocast): its step (`Trainer._step`: the `TrainStep` and the KL weight) timed over --steps after --warmup-steps gives target
    tokens/s (words + EOS) and the epoch that implies (PTB train's 929,589 target tokens / tokens/s); then
    one whole epoch of the trainer's own loop (`Trainer._run_epoch`, with its logging and the row's
    checkpoint every 400 steps, all that `textvae train` times as an epoch before validating it) is timed.
@@ -136,7 +136,7 @@ def precision_context(device: torch.device, precision: str):
 
 
 def ran_as(context) -> str:
-    """The precision a context of `precision_context` or of the trainer's `_autocast` computes in."""
+    """The precision a context of `precision_context` or of the trainer's step's `autocast` computes in."""
     return "fp32" if isinstance(context, contextlib.nullcontext) else "bf16"
 
 
@@ -190,7 +190,7 @@ def time_training(config, data, model, precision: str, args, device, peaks: dict
 
         def step() -> tuple[int, int]:
             indices = next(batches)
-            trainer._train_step(trainer._shard_batch(indices))
+            trainer._step(data.train, indices)
             trainer.state["step"] += 1
             return int((lengths[indices] - 1).sum()), len(indices)
 
@@ -208,7 +208,7 @@ def time_training(config, data, model, precision: str, args, device, peaks: dict
         trainer._run_epoch()
         synchronize(device)
         epoch_measured = time.perf_counter() - start
-        computed_in = ran_as(trainer._autocast())
+        computed_in = ran_as(trainer.step.autocast())
     tokens, sentences = sum(c[0] for c in counts), sum(c[1] for c in counts)
     tokens_per_second = tokens / seconds
     flops_per_token = model_flops(model, tokens, sentences) / tokens

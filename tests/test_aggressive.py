@@ -61,7 +61,7 @@ def test_encoder_updates_move_only_the_encoder_and_the_decoder_update_only_the_d
     assert len(encoder_side) + len(decoder_side) == len(named)
     everything = list(trainer.model.parameters())
     moves = []  # per update: (encoder parameters that moved, decoder parameters that moved)
-    original_update = trainer._update
+    original_update = trainer.step.update
 
     def spy(*args, **kwargs):
         encoder_before, decoder_before = snapshot(encoder_side), snapshot(decoder_side)
@@ -69,9 +69,9 @@ def test_encoder_updates_move_only_the_encoder_and_the_decoder_update_only_the_d
         moves.append((changed(encoder_before, encoder_side), changed(decoder_before, decoder_side)))
         return metrics
 
-    trainer._update = spy
+    trainer.step.update = spy
     indices = trainer.sampler.batches()[0]
-    metrics = trainer._step(indices, trainer.data.train)
+    metrics = trainer._step(trainer.data.train, indices)
     assert metrics["aggressive"] and metrics["aggressive_steps"] == 4 and len(moves) == 5
     for encoder_moved, decoder_moved in moves[:4]:  # the encoder-only updates
         assert not any(decoder_moved) and sum(encoder_moved) >= len(encoder_side) - 1  # BN-VAE's mu bias
@@ -101,23 +101,23 @@ def test_encoder_updates_stop_when_the_loss_of_a_block_of_15_rises(
     indices = trainer.sampler.batches()[0]
     calls = []
 
-    def fake_update(batch, weight, pretraining, frozen, draws):
+    def fake_update(batch, *, step, kl_weight, free_bits, frozen, draws):
         calls.append(draws)
         return {"loss": losses[len(calls) - 1]}
 
-    trainer._update = fake_update
-    trainer._random_training_batch = lambda number: (trainer.data.train, indices)  # equal token counts
-    assert trainer._encoder_updates(indices, trainer.data.train, frozen=()) == expected
+    trainer.step.update = fake_update
+    trainer.step.random_batch = lambda step, number: (trainer.data.train, indices)  # equal token counts
+    updates = trainer.step.encoder_updates(trainer.data.train, indices, step=0, kl_weight=1.0, free_bits=0.0)
+    assert updates == expected
     assert len(calls) == expected and len(set(calls)) == expected  # every update has draws of its own
 
 
 def test_random_batches_are_seeded_by_step_and_number(tmp_path, corpus_file):
     trainer = make_trainer(tmp_path, corpus_file)
-    draws = [trainer._random_training_batch(number)[1] for number in range(1, 6)]
-    assert draws == [trainer._random_training_batch(number)[1] for number in range(1, 6)]
+    draws = [trainer.step.random_batch(0, number)[1] for number in range(1, 6)]
+    assert draws == [trainer.step.random_batch(0, number)[1] for number in range(1, 6)]
     assert len({tuple(d) for d in draws}) > 1
-    trainer.state["step"] += 1
-    assert draws != [trainer._random_training_batch(number)[1] for number in range(1, 6)]
+    assert draws != [trainer.step.random_batch(1, number)[1] for number in range(1, 6)]
 
 
 def fake_mutual_information(values: list[float], seen: dict):

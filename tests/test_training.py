@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from textvae.checkpointing import checkpoint_folders
 from textvae.run_files import run_lock
-from textvae.training.config import TrainConfig, kl_weight
+from textvae.training.config import TrainConfig
+from textvae.training.kl_weight import make_kl_weight
 from textvae.training.run import train
 
 from .helpers import PTB_DIR, TINY_TRAIN
@@ -18,6 +19,11 @@ from .helpers import PTB_DIR, TINY_TRAIN
 
 def weights(folder):
     return load_file(str(folder / "model.safetensors"))
+
+
+def kl_weight(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The weight the config's KL weight gives at `step` of `total_steps` (chosen once, as training does)."""
+    return make_kl_weight(config, total_steps).weight(step)
 
 
 def test_linear_schedule():
@@ -358,13 +364,13 @@ def test_save_minutes_writes_checkpoints_inside_an_epoch(tmp_path, corpus_file, 
 
     now = [0.0]
     monkeypatch.setattr(trainer, "_clock", lambda: now[0])
-    original_step = trainer.Trainer._train_step
+    original_step = trainer.Trainer._step
 
-    def step_taking_one_minute(self, batch):
+    def step_taking_one_minute(self, split, indices):
         now[0] += 60.0
-        return original_step(self, batch)
+        return original_step(self, split, indices)
 
-    monkeypatch.setattr(trainer.Trainer, "_train_step", step_taking_one_minute)
+    monkeypatch.setattr(trainer.Trainer, "_step", step_taking_one_minute)
     config = TrainConfig(
         data=str(corpus_file), save_minutes=3, keep_checkpoints=10, **{**TINY_TRAIN, "epochs": 1}
     )

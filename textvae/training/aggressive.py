@@ -2,7 +2,9 @@
 in Variational Autoencoders"): the encoder is optimised to near its best for the current decoder before
 each decoder update, so that it stops lagging behind the decoder's posterior and the decoder learns to read z.
 
-`AggressiveTrainingMixin` is the aggressive step of `trainer.Trainer`. The rules follow He et al.'s code,
+`AggressiveTrainStep` wraps the normal step (`step.TrainStep`) as pythae's `CoupledOptimizerTrainer`
+overrides its `train_step`; the trainer keeps the phase in its state (checkpointed) and calls `end_epoch`
+after each validation. The rules follow He et al.'s code,
 github.com/jxhe/vae-lagging-encoder, `text.py` (`main`: the `while aggressive_flag and sub_iter < 100` loop
 and the `iter_ % len(train_data_batch) == 0` check):
 
@@ -17,7 +19,7 @@ and the `iter_ % len(train_data_batch) == 0` check):
 - at the end of each epoch, I(x; z) on the validation split is compared with the previous epoch's (0 before
   the first); aggressive training ends for good when it is smaller (`cur_mi - pre_mi < 0`).
 
-The validation MI is `latent_metrics.mutual_information` over the whole split (He et al.'s `calc_mi`
+The validation MI is `evaluation.latent.mutual_information` over the whole split (He et al.'s `calc_mi`
 averages the same estimate taken batch by batch). With autoencoder pretraining (`pretrain_epochs`), the
 pretraining epochs train normally and aggressive training starts with the VAE.
 """
@@ -25,11 +27,12 @@ pretraining epochs train normally and aggressive training starts with the VAE.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
 from ..distributed import derived_seed
-from .step import AGGRESSIVE_ENCODER
+from .step import AGGRESSIVE_ENCODER, TrainStep
 
 logger = logging.getLogger(__name__)
 
@@ -47,54 +50,70 @@ def parameter_groups(model) -> tuple[tuple, tuple]:
     return encoder, decoder
 
 
-class AggressiveTrainingMixin:
-    """The aggressive step and its end rule, for `trainer.Trainer` (which also mixes in the step)."""
+class AggressiveTrainStep(TrainStep):
+    """He et al.'s aggressive step while the phase lasts, the normal step after it.
 
-    def _setup_aggressive(self) -> None:
-        """Check the model and start the state's aggressive phase (kept in checkpoints for resuming)."""
-        self._aggressive_groups = None
-        self._epoch_batch_list = (None, None)  # (epoch, its batches): the pool of the random draws
-        if not self.config.aggressive_encoder:
-            return
-        if not self.model.config.has_posterior:
+    random_batch: `(step, number) -> (split, indices)`, the `number`-th training batch of the current epoch
+    drawn at random for step `step` (the same on every process and after a resume); max_updates: most
+    encoder-only updates before each decoder update. The other arguments are `TrainStep`'s.
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        config,
+        *,
+        random_batch: Callable[[int, int], tuple],
+        max_updates: int,
+        **options,
+    ):
+        if not model.config.has_posterior:
             raise ValueError(
                 "aggressive_encoder trains a VAE's encoder: a language model (latent_dim 0) has none, and a "
                 "deterministic autoencoder has no posterior to catch up with its decoder"
             )
-        self._aggressive_groups = parameter_groups(self.model)
-        self.state.setdefault("aggressive", True)
-        self.state.setdefault("aggressive_previous_mi", 0.0)  # He et al.'s pre_mi = 0
+        super().__init__(model, optimizer, config, **options)
+        self.random_batch, self.max_updates = random_batch, max_updates
+        self.encoder_side, self.decoder_side = parameter_groups(model)
 
-    def _aggressive_now(self) -> bool:
-        """Whether this step is aggressive: the option is on, the phase has not ended, and the VAE trains."""
-        return (
-            self._aggressive_groups is not None
-            and self.state["aggressive"]
-            and self.state["step"] >= self.pretrain_steps
+    def __call__(
+        self,
+        split,
+        indices: list[int],
+        *,
+        step: int,
+        kl_weight: float,
+        free_bits: float,
+        aggressive: bool = True,
+    ) -> dict:
+        """The aggressive step (encoder-only updates, then the decoder's update) when `aggressive`, else the
+        normal one; the figures of the decoder's update, with `aggressive` and `aggressive_steps`."""
+        if not aggressive:
+            metrics = super().__call__(split, indices, step=step, kl_weight=kl_weight, free_bits=free_bits)
+            return {**metrics, "aggressive": False, "aggressive_steps": 0}
+        updates = self.encoder_updates(split, indices, step=step, kl_weight=kl_weight, free_bits=free_bits)
+        batch = self.shard_batch(split, indices, step)
+        metrics = self.update(
+            batch, step=step, kl_weight=kl_weight, free_bits=free_bits, frozen=self.encoder_side
         )
+        return {**metrics, "aggressive": True, "aggressive_steps": updates}
 
-    def _step(self, indices, split) -> dict:
-        """The training step on a global batch: aggressive while the phase lasts, else the normal one."""
-        if not self._aggressive_now():
-            metrics = self._train_step(self._shard_batch(indices, split))
-            if self._aggressive_groups is not None:
-                metrics.update(aggressive=False, aggressive_steps=0)
-            return metrics
-        encoder, decoder = self._aggressive_groups
-        updates = self._encoder_updates(indices, split, frozen=decoder)
-        metrics = self._train_step(self._shard_batch(indices, split), frozen=encoder)
-        metrics.update(aggressive=True, aggressive_steps=updates)
-        return metrics
-
-    def _encoder_updates(self, indices, split, frozen: tuple) -> int:
+    def encoder_updates(self, split, indices, *, step: int, kl_weight: float, free_bits: float) -> int:
         """Update only the encoder until its loss stops falling (He et al.'s rule); the number of updates."""
-        weight, pretraining = self._kl_weight(), False
         previous, loss_sum, tokens = 1e4, 0.0, 0  # He et al.'s burn_pre_loss, burn_cur_loss, burn_num_words
         updates = 0
-        while updates < self.config.aggressive_max_steps:
+        while updates < self.max_updates:
             draws = (AGGRESSIVE_ENCODER, updates)
-            batch = self._shard_batch(indices, split, draws)
-            metrics = self._update(batch, weight, pretraining, frozen, draws)
+            batch = self.shard_batch(split, indices, step, draws)
+            metrics = self.update(
+                batch,
+                step=step,
+                kl_weight=kl_weight,
+                free_bits=free_bits,
+                frozen=self.decoder_side,
+                draws=draws,
+            )
             # metrics["loss"] is the global batch's mean loss: the sum over its sentences, as theirs.
             loss_sum += metrics["loss"] * len(indices)
             tokens += int((split.lengths_at(indices) - 1).sum())  # words + EOS
@@ -104,27 +123,14 @@ class AggressiveTrainingMixin:
                 if previous - current < 0:
                     break
                 previous, loss_sum, tokens = current, 0.0, 0
-            split, indices = self._random_training_batch(updates)
+            split, indices = self.random_batch(step, updates)
         return updates
 
-    def _random_training_batch(self, number: int) -> tuple:
-        """(split, indices) of a batch of the current epoch drawn uniformly at random, seeded by (seed, step,
-        number): the same on every process and after a resume."""
-        epoch = self.state["epoch"]
-        if self._epoch_batch_list[0] != epoch:
-            assert self.sampler.epoch == epoch, "the sampler is set to the current epoch before its steps"
-            self._epoch_batch_list = (epoch, self.sampler.batch_arrays())
-        batches = self._epoch_batch_list[1]
-        seed = derived_seed(self.config.seed, self.state["step"], AGGRESSIVE_ENCODER, number)
-        choice = int(torch.randint(len(batches), (1,), generator=torch.Generator().manual_seed(seed)))
-        return self.data.train, batches[choice].tolist()
-
-    def _end_aggressive_epoch(self, metrics: dict) -> None:
-        """After a VAE epoch's validation: end the aggressive phase when I(x; z) fell (He et al.'s rule)."""
-        state = self.state
-        if not self._aggressive_now() or state["epoch"] < self.config.pretrain_epochs:
-            return
-        mutual_info, previous = metrics["mi"], state["aggressive_previous_mi"]
+    @staticmethod
+    def end_epoch(state: dict, mutual_info: float) -> None:
+        """After a VAE epoch's validation: end the phase for good (`state["aggressive"]`) when I(x; z) fell
+        below the previous epoch's (He et al.'s rule; 0 before the first)."""
+        previous = state["aggressive_previous_mi"]
         if mutual_info - previous < 0:
             state["aggressive"] = False
             logger.info(
@@ -134,3 +140,19 @@ class AggressiveTrainingMixin:
                 previous,
             )
         state["aggressive_previous_mi"] = mutual_info
+
+
+def random_batch_drawer(sampler, split, seed: int) -> Callable[[int, int], tuple]:
+    """`(step, number) -> (split, indices)`: a batch of the sampler's current epoch drawn uniformly at random
+    (He et al.'s `np.random.random_integers` over the batches), seeded by (seed, step, number)."""
+    cache = {"epoch": None, "batches": None}
+
+    def draw(step: int, number: int) -> tuple:
+        if cache["epoch"] != sampler.epoch:
+            cache["epoch"], cache["batches"] = sampler.epoch, sampler.batch_arrays()
+        batches = cache["batches"]
+        key = derived_seed(seed, step, AGGRESSIVE_ENCODER, number)
+        choice = int(torch.randint(len(batches), (1,), generator=torch.Generator().manual_seed(key)))
+        return split, batches[choice].tolist()
+
+    return draw

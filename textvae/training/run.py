@@ -31,7 +31,7 @@ from ..run_files import (
     remove_stale_temporaries,
     run_lock,
 )
-from .callbacks import check_reporter_available
+from .callbacks import check_reporter_available, make_callbacks
 from .config import TrainConfig
 from .setup import build_model, check_model_options, prepare_run_data
 from .trainer import Trainer
@@ -146,7 +146,8 @@ def _set_up(config: TrainConfig, run_dir: Path, checkpoint: Path | None, overwri
             keep = config.data.streaming and config.schedule_needs_total_steps()
             saved = dataclasses.replace(config, max_minutes=None, **({} if keep else {"max_steps": None}))
             saved.save(run_dir / TRAIN_CONFIG_NAME)
-        trainer = Trainer(config, run_dir, model, data)
+        callbacks = make_callbacks(config.report_to, config.plot_each_epoch) if main else []
+        trainer = Trainer(config, run_dir, model, data, callbacks)
         if checkpoint is not None:
             trainer.resume_from(checkpoint)
             # Finished means "reached the epochs asked for": a resume may ask for more.

@@ -1,9 +1,11 @@
 """One optimiser step of training: this process's share of the global batch, its loss, backward, update.
 
-`TrainingStepMixin` is the per-step half of `trainer.Trainer` (the epoch loop, checkpoints and validation
-are the other half). Under torchrun every process takes its contiguous share of each global batch, and the
-loss is that of the whole global batch (`_global_batch_loss`), so the weights after each step equal those
-of one process (`distributed.py` says how).
+`TrainStep` is a complete step with explicit inputs (the model, the optimiser, the options it reads, the
+process's place in the group); the `Trainer` calls it once per step with the batch, the step number and
+the KL weight, and variations wrap or subclass it (`aggressive.AggressiveTrainStep`, as pythae's
+`CoupledOptimizerTrainer` overrides `train_step`). Under torchrun every process takes its contiguous share
+of each global batch, and the loss is that of the whole global batch (`global_batch_loss`), so the
+weights after each step equal those of one process (`distributed.py` says how).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from ..data.noise import apply_noise, draw_noise
 from ..data.storage import collate
 from ..distributed import derived_seed, differentiable_all_reduce_sum, shard_bounds
 from ..models.modeling import free_bits_kl
-from .config import kl_weight
 
 # Streams of a step's seeds, `derived_seed(seed, step, stream)`: z's noise and word dropout, dropout layers
 # (one stream per process), the new decoder after autoencoder pretraining, and the encoder-only updates of
@@ -25,70 +26,95 @@ from .config import kl_weight
 STEP_DRAWS, DROPOUT_LAYERS, DECODER_RESET, AGGRESSIVE_ENCODER = 0, 1, 2, 3
 
 
-class TrainingStepMixin:
-    """The step of `trainer.Trainer`, which sets what it reads: `config`, `model`, `forward_model`, `data`,
-    `device`, `rank`, `world_size`, `sampler`, `state`, `optimizer`, `scheduler`, `controller`,
-    `pretrain_steps`, `total_steps`, `encoder_pad_id`, `run_dir` and the step's `_generator`,
-    `_global_batch_size` and `_shard_weight`.
+class NonFiniteError(ValueError):
+    """The loss or the gradient norm of a step stopped being a finite number (`what` became `value`)."""
+
+    def __init__(self, what: str, value: float):
+        super().__init__(f"the {what} became {value}")
+        self.what, self.value = what, value
+
+
+class TrainStep:
+    """One optimiser step on this process's shard of a global batch: draws, loss, backward, update.
+
+    model: the `TextVAEModel`; forward_model: what computes the forward pass (the model, or the model
+    under DistributedDataParallel, which the trainer sets when training starts); optimizer: the one that
+    updates it (the trainer replaces it after autoencoder pretraining); config: the `TrainConfig` whose
+    seed, word_dropout, free_bits, max_grad_norm, bf16 and encoder_noise the step reads; device, rank,
+    world_size: where this process runs in its group; encoder_tokenizer: a pretrained encoder's own
+    tokenizer (its pad, blank and special tokens), None for textvae's own encoder.
     """
 
-    def _autocast(self):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        config,
+        *,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+        encoder_tokenizer=None,
+    ):
+        self.model, self.forward_model, self.optimizer, self.config = model, model, optimizer, config
+        self.device, self.rank, self.world_size = device, rank, world_size
+        self.encoder_tokenizer = encoder_tokenizer
+        self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
+        self.noise = config.noise()  # Shen et al.'s denoising input
+        self._generator = torch.Generator(device=device)  # the step's draws, reseeded every step
+        self.global_batch_size, self.shard_weight = config.batch_size, 1.0  # set by each shard_batch
+
+    def __call__(self, split, indices: list[int], *, step: int, kl_weight: float, free_bits: float) -> dict:
+        """The step on the global batch `indices` of `split` at optimiser step `step`; the batch's figures.
+
+        kl_weight and free_bits: the KL term's weight and floor for this step (0 for both while an
+        autoencoder is pretrained).
+        """
+        batch = self.shard_batch(split, indices, step)
+        return self.update(batch, step=step, kl_weight=kl_weight, free_bits=free_bits)
+
+    def autocast(self):
+        """bf16 autocast on CUDA when asked for; nothing on the CPU."""
         if self.device.type == "cuda" and self.config.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _kl_weight(self) -> float:
-        """0 while pretraining the autoencoder (and always for a language model or a deterministic
-        autoencoder, which have no KL term);
-        then the schedule, counted from the VAE's first step."""
-        step = self.state["step"] - self.pretrain_steps
-        if step < 0 or not self.model.config.has_posterior:
-            return 0.0
-        if self.controller is not None:
-            return self.controller.beta
-        return kl_weight(self.config, step, self.total_steps - self.pretrain_steps)
-
-    def _shard_batch(self, indices: list[int], split=None, draws: tuple[int, ...] = ()) -> dict:
+    def shard_batch(self, split, indices: list[int], step: int, draws: tuple[int, ...] = ()) -> dict:
         """This process's share of a global batch, moved to the device, with the step's random draws.
 
-        indices: the global batch's sentences in `split` (default: the training split; with streaming,
-        the current pool).
-
-        The draws (z's noise eps, the word dropout draws) are made for the whole global batch from a
-        generator seeded by (seed, step), and each process keeps the rows of its sentences: N processes
-        draw exactly what one process does, and a resumed run what an uninterrupted one does.
-        draws: extra keys of the seed, for more than one update in a step (aggressive training's encoder
-        updates); none for the step's own update.
+        indices: the global batch's sentences in `split` (with streaming, the current pool).
+        The draws (z's noise eps, the word dropout draws, the encoder's input noise) are made for the whole
+        global batch from a generator seeded by (seed, step), and each process keeps the rows of its
+        sentences: N processes draw exactly what one process does, and a resumed run what an uninterrupted
+        one does. draws: extra keys of the seed, for more than one update in a step (aggressive training's
+        encoder updates); none for the step's own update.
         When the global batch has fewer sentences than there are processes (an epoch's ragged last batch),
         a process without one computes the first sentence with weight 0, so that every process still
         takes part in the step (BN-VAE's batch statistics then count that sentence twice).
         """
         count = len(indices)
         start, stop = shard_bounds(count, self.rank, self.world_size)
-        self._global_batch_size, self._shard_weight = count, 1.0
+        self.global_batch_size, self.shard_weight = count, 1.0
         if start == stop:
-            start, stop, self._shard_weight = 0, 1, 0.0
-        split = self.data.train if split is None else split
+            start, stop, self.shard_weight = 0, 1, 0.0
         pad_ids = (self.model.config.pad_token_id, self.encoder_pad_id)
         batch = {k: v.to(self.device) for k, v in collate(split, indices[start:stop], *pad_ids).items()}
-        generator = self._generator.manual_seed(
-            derived_seed(self.config.seed, self.state["step"], STEP_DRAWS, *draws)
-        )
+        generator = self._generator.manual_seed(derived_seed(self.config.seed, step, STEP_DRAWS, *draws))
         if self.model.config.has_latent:
             eps = torch.randn((count, self.model.config.latent_dim), generator=generator, device=self.device)
             batch["eps"] = eps[start:stop]  # (B, Z)
         if self.config.word_dropout > 0:
             longest = int(split.lengths_at(indices).max())
-            draws = torch.rand((count, longest - 1), generator=generator, device=self.device)
-            batch["word_dropout_draws"] = draws[start:stop]  # (B, T - 1) of the global batch's T
-        if self.encoder_noise.active:  # drawn last: a run without noise draws what it always did
+            dropout_draws = torch.rand((count, longest - 1), generator=generator, device=self.device)
+            batch["word_dropout_draws"] = dropout_draws[start:stop]  # (B, T - 1) of the global batch's T
+        if self.noise.active:  # drawn last: a run without noise draws what it always did
             self._add_encoder_noise(batch, split, indices, (start, stop), generator)
         return batch
 
     def _add_encoder_noise(self, batch: dict, split, indices, rows: tuple[int, int], generator) -> None:
         """Put the corrupted copy of the shard's sentences that the encoder reads into the batch
-        (`encoder_noise.py`, Shen et al. 2020); the draws are made for the whole global batch."""
-        noise, tokenizer = self.encoder_noise, self.data.encoder_tokenizer
+        (`data/noise.py`, Shen et al. 2020); the draws are made for the whole global batch."""
+        tokenizer = self.encoder_tokenizer
         if "encoder_input_ids" in batch:  # a pretrained encoder's own ids and special tokens
             ids, mask = batch["encoder_input_ids"], batch["encoder_attention_mask"]
             longest = int(split.encoder_input_ids.lengths_at(indices).max())
@@ -104,21 +130,21 @@ class TrainingStepMixin:
             config = self.model.config
             blank, pad, vocab_size = config.unk_token_id, config.pad_token_id, config.vocab_size
             specials = (config.pad_token_id, config.bos_token_id, config.eos_token_id, config.unk_token_id)
-        draws = draw_noise(noise, len(indices), longest, vocab_size, generator, self.device)
+        draws = draw_noise(self.noise, len(indices), longest, vocab_size, generator, self.device)
         draws = {name: values[rows[0] : rows[1]] for name, values in draws.items()}  # (B, T) this shard's
-        noisy_ids, noisy_mask = apply_noise(ids, mask, noise, draws, blank, pad, specials)
+        noisy_ids, noisy_mask = apply_noise(ids, mask, self.noise, draws, blank, pad, specials)
         batch["encoder_input_ids"], batch["encoder_attention_mask"] = noisy_ids, noisy_mask
 
-    def _global_batch_loss(self, output, kl_weight: float, free_bits: float) -> tuple[torch.Tensor, dict]:
+    def global_batch_loss(self, output, kl_weight: float, free_bits: float) -> tuple[torch.Tensor, dict]:
         """(the tensor to differentiate, the global batch's figures) from this process's shard's output.
 
         The figures (rec, KL per dimension, the bag-of-words loss) are sums over the global batch, from one
-        all-reduce; free bits floor the global batch-mean KL per dimension. The reduction carries gradients and
-        DistributedDataParallel averages the N processes' gradients, so the shard's rec sum is scaled by
+        all-reduce; free bits floor the global batch-mean KL per dimension. The reduction carries gradients
+        and DistributedDataParallel averages the N processes' gradients, so the shard's rec sum is scaled by
         N / B: the averaged gradient is exactly the gradient of the global batch's mean loss, however
         unequal the shards. For one process it is the plain batch-mean loss.
         """
-        size, weight = self._global_batch_size, self._shard_weight
+        size, weight = self.global_batch_size, self.shard_weight
         rec_sum = output.rec_loss.float().sum() * weight
         kl_sums = output.kl_per_dim.float().sum(dim=0) * weight  # (Z,)
         latent_dim = kl_sums.numel()
@@ -146,66 +172,47 @@ class TrainingStepMixin:
             metrics["loss"] += bow_weight * metrics["bow"]
         return objective, metrics
 
-    def _train_step(self, batch: dict, frozen: tuple = ()) -> dict:
-        """One optimiser step on this process's shard (`_shard_batch`) of the global batch.
-
-        frozen: parameters this step leaves as they are (aggressive training's decoder-only update).
-        """
-        config = self.config
-        weight = self._kl_weight()
-        pretraining = self.state["step"] < self.pretrain_steps
-        metrics = self._update(batch, weight, pretraining, frozen)
-        if config.lr_scheduler == "cosine":
-            self.scheduler.step()
-        metrics["kl_weight"] = weight
-        if self.controller is not None and not pretraining:
-            metrics["kl_target"] = self.controller.current_target()
-            self.controller.update(metrics["kl"])  # the weight of the next step
-        return metrics
-
-    def _update(
-        self, batch: dict, weight: float, pretraining: bool, frozen: tuple = (), draws: tuple[int, ...] = ()
+    def update(
+        self,
+        batch: dict,
+        *,
+        step: int,
+        kl_weight: float,
+        free_bits: float,
+        frozen: tuple = (),
+        draws: tuple[int, ...] = (),
     ) -> dict:
         """Loss, backward, clipping and the optimiser's update of every parameter but `frozen`; the figures.
 
         The frozen parameters' gradients are dropped (set to None) after clipping: Adam, AdamW and SGD skip
         a parameter without a gradient entirely, moments and step count included, so one optimiser updates
         either group exactly as an optimiser of that group alone would (He et al. 2019 keep two).
-        draws: the extra seed keys of the update (`_shard_batch`); none for the step's own.
+        draws: the extra seed keys of the update (`shard_batch`); none for the step's own. Raises
+        `NonFiniteError` (before any update) when the loss or the gradient norm is not a finite number.
         """
         config = self.config
         # Dropout layers draw from torch's generator: seeded by (seed, step, rank), a resumed run repeats
         # them, and the processes draw independent masks.
-        torch.manual_seed(derived_seed(config.seed, self.state["step"], DROPOUT_LAYERS, self.rank, *draws))
-        with self._autocast():
+        torch.manual_seed(derived_seed(config.seed, step, DROPOUT_LAYERS, self.rank, *draws))
+        with self.autocast():
             output = self.forward_model(
                 **batch,
-                kl_weight=weight,
-                free_bits=0.0 if pretraining else config.free_bits,
+                kl_weight=kl_weight,
+                free_bits=free_bits,
                 word_dropout=config.word_dropout,
                 return_logits=False,
             )
-        objective, metrics = self._global_batch_loss(output, weight, 0.0 if pretraining else config.free_bits)
+        objective, metrics = self.global_batch_loss(output, kl_weight, free_bits)
         if not math.isfinite(metrics["loss"]):  # the global figure: every process stops together
-            raise self._diverged("training loss", metrics["loss"])
+            raise NonFiniteError("training loss", metrics["loss"])
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if config.max_grad_norm > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
             if not math.isfinite(norm):  # checked before the update: the weights stay finite
-                raise self._diverged("gradient norm", norm)
+                raise NonFiniteError("gradient norm", norm)
         for parameter in frozen:
             parameter.grad = None
         self.optimizer.step()
+        metrics["kl_weight"] = kl_weight
         return metrics
-
-    def _diverged(self, what: str, value: float) -> ValueError:
-        """The error that stops a run whose loss or gradients stopped being finite numbers.
-
-        Nothing is saved from that point on, so the best model and the checkpoints stay finite.
-        """
-        return ValueError(
-            f"training stopped at step {self.state['step'] + 1} (epoch {self.state['epoch'] + 1}): the "
-            f"{what} became {value}; the best model and the last checkpoint in {self.run_dir} are from before "
-            f"it. Lower --learning-rate, keep --max-grad-norm on, or check the data"
-        )

@@ -1,7 +1,9 @@
 """The epoch loop of one run folder: epochs of steps, checkpoints on schedule, validation, best model,
 early stopping, autoencoder pretraining, and resuming from a checkpoint.
 
-The step itself (the global batch's share, loss, backward, update) is `training_step.TrainingStepMixin`.
+The step itself (the global batch's share, loss, backward, update) is a `step.TrainStep` the trainer
+calls (an `aggressive.AggressiveTrainStep` with `aggressive_encoder`); the KL weight is one object of
+`kl_weight.py`; logging beyond metrics.jsonl and the per-epoch figures are callbacks (`callbacks.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from ..data.bucketing import LengthBucketSampler
 from ..data.storage import PreparedData
 from ..distributed import derived_seed
 from ..models.modeling import TextVAEModel
-from ..plotting import write_training_plots
 from ..run_files import (
     HISTORY_NAME,
     METRICS_NAME,
@@ -31,12 +32,12 @@ from ..run_files import (
     rewrite_records,
     write_json,
 )
-from .aggressive import AggressiveTrainingMixin
-from .callbacks import make_reporter
+from .aggressive import AggressiveTrainStep, random_batch_drawer
+from .callbacks import TrainerCallback
 from .config import TrainConfig
-from .kl_weight import KLController
+from .kl_weight import KLController, make_kl_weight
 from .setup import make_optimizer, make_scheduler
-from .step import DECODER_RESET, TrainingStepMixin
+from .step import DECODER_RESET, NonFiniteError, TrainStep
 from .validation import validate
 
 logger = logging.getLogger(__name__)
@@ -46,15 +47,23 @@ _UNKNOWN_STEPS = 2**62  # the step pretraining ends at, while a streaming run's 
 _AVERAGED_FIGURES = ("loss", "rec", "kl", "bow")
 
 
-class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
+class Trainer:
     """Runs the loop for one run folder; all state needed to resume is in its checkpoints.
 
     In a process group (torchrun), every process runs a Trainer: each step, each takes its contiguous share
     of the global batch of `config.batch_size` sentences (the same on all, from the seeded sampler), and
-    the loss is that of the whole global batch (`_global_batch_loss`). Only the main process writes files.
+    the loss is that of the whole global batch (`TrainStep.global_batch_loss`). Only the main process
+    writes files and runs the callbacks.
     """
 
-    def __init__(self, config: TrainConfig, run_dir: Path, model: TextVAEModel, data: PreparedData):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        model: TextVAEModel,
+        data: PreparedData,
+        callbacks: list[TrainerCallback] | None = None,
+    ):
         self.config, self.run_dir, self.model, self.data = config, run_dir, model, data
         self.device = distributed.process_device(config.device)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -65,9 +74,6 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                 f"it must hold at least one sentence per process"
             )
         self.model.to(self.device)
-        self.forward_model = model  # under DistributedDataParallel once train() starts
-        self._generator = torch.Generator(device=self.device)  # the step's draws, reseeded every step
-        self._global_batch_size, self._shard_weight = config.batch_size, 1.0  # set for each step
         self.stream = data.stream  # with --streaming: the training split, read pool by pool
         if self.stream is None:
             self.sampler = LengthBucketSampler(data.train.lengths, config.batch_size, seed=config.seed)
@@ -83,16 +89,10 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         if config.pretrain_epochs and model.config.decoder_type == "hf":
             raise ValueError("pretrain_epochs re-initialises the decoder: not for a pretrained (hf) decoder")
         self.optimizer = make_optimizer(config, model)
-        self.encoder_noise = config.noise()  # Shen et al.'s denoising input, in `_shard_batch`
-        self.controller, self._warned_out_of_reach = None, False
-        if config.target_kl is not None and model.config.has_posterior:
-            self.controller = KLController(
-                target=config.target_kl,
-                warmup_steps=config.target_kl_warmup_steps,
-                kp=config.kl_controller_kp,
-                ki=config.kl_controller_ki,
-                beta_max=config.beta,
-            )
+        self.kl_weight = make_kl_weight(
+            config, self.total_steps - self.pretrain_steps, model.config.has_posterior
+        )
+        self._warned_out_of_reach = False
         self.scheduler = make_scheduler(config, self.optimizer, self.total_steps)
         self.state = {
             "step": 0,
@@ -104,13 +104,83 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             "finished": False,
             "epoch_seconds": 0.0,  # time spent in the current epoch up to its last mid-epoch checkpoint
         }
-        self._setup_aggressive()  # He et al. 2019's aggressive encoder updates, when config.aggressive_encoder
+        self.step = self._make_step()
+        self._start_aggressive_phase()
         self._epoch_started = 0.0
         self._last_save = None  # clock reading of the last checkpoint, for save_minutes
-        self.reporter = None  # opened by train(), after a resume has set the step
-        self.plot_each_epoch = config.plot_each_epoch
-        encoder_tokenizer = data.encoder_tokenizer
-        self.encoder_pad_id = encoder_tokenizer.pad_token_id if encoder_tokenizer is not None else 0
+        self.callbacks = list(callbacks or []) if self.is_main else []
+
+    def _make_step(self) -> TrainStep:
+        """The step: He et al.'s aggressive one with `aggressive_encoder` (its batches drawn from the
+        sampler's epoch), else the plain one."""
+        config, options = (
+            self.config,
+            {"device": self.device, "rank": self.rank, "world_size": self.world_size},
+        )
+        options["encoder_tokenizer"] = self.data.encoder_tokenizer
+        if not config.aggressive_encoder:
+            return TrainStep(self.model, self.optimizer, config, **options)
+        draw = random_batch_drawer(self.sampler, self.data.train, config.seed)
+        return AggressiveTrainStep(
+            self.model,
+            self.optimizer,
+            config,
+            random_batch=draw,
+            max_updates=config.aggressive_max_steps,
+            **options,
+        )
+
+    def _start_aggressive_phase(self) -> None:
+        """The aggressive phase in the state (kept in checkpoints), when the step is aggressive."""
+        if isinstance(self.step, AggressiveTrainStep):
+            self.state.setdefault("aggressive", True)
+            self.state.setdefault("aggressive_previous_mi", 0.0)  # He et al.'s pre_mi = 0
+
+    def _aggressive_now(self) -> bool:
+        """Whether this step is aggressive: the option is on, the phase has not ended, and the VAE trains."""
+        return (
+            isinstance(self.step, AggressiveTrainStep)
+            and self.state["aggressive"]
+            and self.state["step"] >= self.pretrain_steps
+        )
+
+    def _kl_weight(self) -> float:
+        """0 while the autoencoder is pretrained; then the KL weight's, counted from the VAE's first step."""
+        step = self.state["step"] - self.pretrain_steps
+        return 0.0 if step < 0 else self.kl_weight.weight(step)
+
+    def _diverged(self, what: str, value: float) -> ValueError:
+        """The error that stops a run whose loss or gradients stopped being finite numbers.
+
+        Nothing is saved from that point on, so the best model and the checkpoints stay finite.
+        """
+        return ValueError(
+            f"training stopped at step {self.state['step'] + 1} (epoch {self.state['epoch'] + 1}): the "
+            f"{what} became {value}; the best model and the last checkpoint in {self.run_dir} are from before "
+            f"it. Lower --learning-rate, keep --max-grad-norm on, or check the data"
+        )
+
+    def _step(self, split, indices) -> dict:
+        """One step on a global batch of `split`, the KL weight fed the batch's KL afterwards; its figures."""
+        config, step = self.config, self.state["step"]
+        pretraining = step < self.pretrain_steps
+        options = {
+            "step": step,
+            "kl_weight": self._kl_weight(),
+            "free_bits": 0.0 if pretraining else config.free_bits,
+        }
+        if isinstance(self.step, AggressiveTrainStep):
+            options["aggressive"] = self._aggressive_now()
+        try:
+            metrics = self.step(split, indices, **options)
+        except NonFiniteError as error:
+            raise self._diverged(error.what, error.value) from None
+        if config.lr_scheduler == "cosine":
+            self.scheduler.step()
+        if not pretraining:
+            metrics.update(self.kl_weight.figures())  # the weight this step used, and a controller's target
+            self.kl_weight.update(metrics["kl"])  # the controller's weight of the next step
+        return metrics
 
     def resume_from(self, checkpoint: Path) -> None:
         if 0 < self.config.pretrain_epochs <= read_json(checkpoint / TRAINER_STATE_NAME)["epoch"]:
@@ -118,13 +188,14 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         self.state, extra = ckpt.load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
         if self.stream is not None and "pretrain_steps" in self.state:
             self.pretrain_steps = self.state["pretrain_steps"]
-        if self.controller is not None:
-            if not (extra or {}).get("controller"):
+        if isinstance(self.kl_weight, KLController):
+            state = (extra or {}).get("controller")
+            if not state:
                 raise ValueError(
                     f"checkpoint {checkpoint} has no KL controller state: it does not fit this run"
                 )
-            self.controller.load_state_dict(extra["controller"])
-        self._setup_aggressive()  # a checkpoint from before --aggressive-encoder was given starts its phase
+            self.kl_weight.load_state_dict(state)
+        self._start_aggressive_phase()  # a checkpoint from before --aggressive-encoder was given starts it
         metrics = self.run_dir / METRICS_NAME
         # Drop lines written after the checkpoint: they will be written again.
         if self.is_main and metrics.is_file():
@@ -141,8 +212,8 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         if not self.is_main:
             return
         append_record(self.run_dir / METRICS_NAME, record)
-        if self.reporter is not None:
-            self.reporter.log(record)
+        for callback in self.callbacks:
+            callback.on_log(record)
 
     def _start_vae_phase(self, reset_decoder: bool = True) -> None:
         """End of autoencoder pretraining (Li et al. 2019): new decoder, optimiser and best-model record."""
@@ -160,8 +231,11 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                     if name.endswith("bias"):
                         torch.nn.init.zeros_(parameter)
             logger.info("autoencoder pretraining done: decoder re-initialised, VAE training starts")
-        self.optimizer = make_optimizer(self.config, self.model)
+        self.optimizer = self.step.optimizer = make_optimizer(self.config, self.model)
         self.scheduler = make_scheduler(self.config, self.optimizer, self.total_steps - self.pretrain_steps)
+        # A schedule over the VAE's steps, which a stream knows only now; a controller fed no KL so far.
+        vae_steps = self.total_steps - self.pretrain_steps
+        self.kl_weight = make_kl_weight(self.config, vae_steps, self.model.config.has_posterior)
 
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False when max_steps or max_minutes stopped it early."""
@@ -176,7 +250,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             leave=False,
         )
         for split, indices in bar:
-            metrics = self._step(indices, split)
+            metrics = self._step(split, indices)
             state["step"] += 1
             state["batch_in_epoch"] += 1
             bar.set_postfix(
@@ -256,14 +330,15 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         config, state = self.config, self.state
         metrics = self._validate(seconds)
         self._warn_if_target_out_of_reach(metrics["kl"])
-        self._end_aggressive_epoch(metrics)
+        if self._aggressive_now() and state["epoch"] >= config.pretrain_epochs:
+            AggressiveTrainStep.end_epoch(state, metrics["mi"])
         save = self._is_best(metrics["neg_elbo"])
         if self.is_main:
             if save:
                 ckpt.save_model(self.run_dir, self.model, self.data.tokenizer, self.data.encoder_tokenizer)
             write_json(self.run_dir / HISTORY_NAME, state["history"])
-        if self.plot_each_epoch and self.is_main:  # False from now on when matplotlib is missing
-            self.plot_each_epoch = write_training_plots(self.run_dir)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self.run_dir, state["history"][-1])
         if config.lr_scheduler == "plateau" and self._target_reached():
             self.scheduler.step(metrics["neg_elbo"])
         if self.stream is not None:
@@ -283,11 +358,10 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
     def _warn_if_target_out_of_reach(self, valid_kl: float) -> None:
         """Once a run: the KL stays above its target with the weight at its bound, so the target cannot be
         met (at weight 1, the bag-of-words loss and free bits keep more than a low target in z)."""
-        controller = self.controller
-        if controller is None or self._warned_out_of_reach or not self.is_main:
+        controller = self.kl_weight
+        if self._warned_out_of_reach or not self.is_main:
             return
-        settled = controller.step >= controller.warmup_steps
-        if settled and controller.beta >= controller.beta_max and valid_kl > 1.1 * controller.target:
+        if controller.out_of_reach(valid_kl):
             self._warned_out_of_reach = True
             logger.warning(
                 "valid KL %.2f stays above --target-kl %g with the KL weight at its bound --beta %g: this "
@@ -320,8 +394,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             "lr": self.optimizer.param_groups[0]["lr"],
             **metrics,
         }
-        if self.controller is not None:
-            record.update(kl_weight=self.controller.beta, kl_target=self.controller.current_target())
+        record.update(self.kl_weight.figures())
         state["history"].append(record)
         self._log(record)
         logger.info(
@@ -351,7 +424,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
 
     def _target_reached(self) -> bool:
         """False while a KL target is still to be reached (warming up, or the KL still rising to it)."""
-        return self.controller is None or self.controller.reached
+        return self.kl_weight.reached
 
     def _sum_for_log(self, metrics: dict) -> dict:
         """Add a step's figures to the sums since the last logged step; return their per-sentence means.
@@ -362,7 +435,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
         uninterrupted one does. The KL weight, target and learning rate are the step's own.
         """
         sums = self.state.setdefault("log_sums", {})
-        size = self._global_batch_size
+        size = self.step.global_batch_size
         sums["sentences"] = sums.get("sentences", 0) + size
         for key in _AVERAGED_FIGURES:
             if key in metrics:
@@ -375,7 +448,9 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
             return
         if self.state["batch_in_epoch"]:
             self.state["epoch_seconds"] = now - self._epoch_started
-        extra = {"controller": self.controller.state_dict()} if self.controller is not None else None
+        extra = (
+            {"controller": self.kl_weight.state_dict()} if isinstance(self.kl_weight, KLController) else None
+        )
         if self.state["best_neg_elbo"] is None:
             # No validated model yet (the first epoch, or --max-steps before its end): the run folder's
             # model is the latest weights, so that sampling from a run in progress is never from noise.
@@ -392,7 +467,7 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
 
     def train(self) -> list[dict]:
         """Train to the last epoch, early stop, max_steps or max_minutes; return the validation history."""
-        self.forward_model = distributed.wrap_model(self.model, self.device)
+        self.step.forward_model = distributed.wrap_model(self.model, self.device)
         if self.model.mean_norm is not None:  # BN-VAE's statistics over the global batch
             self.model.mean_norm.synchronize = distributed.is_distributed()
         if self.world_size > 1:
@@ -402,16 +477,16 @@ class Trainer(AggressiveTrainingMixin, TrainingStepMixin):
                 self.config.batch_size,
                 self.config.batch_size / self.world_size,
             )
-        if self.is_main:
-            self.reporter = make_reporter(self.config.report_to, self.run_dir, self.state["step"])
+        for callback in self.callbacks:  # after a resume has set the step
+            callback.on_train_begin(self.run_dir, self.state["step"])
         try:
             return self._train()
         finally:
-            self.forward_model = self.model
+            self.step.forward_model = self.model
             if self.model.mean_norm is not None:
                 self.model.mean_norm.synchronize = False
-            if self.reporter is not None:
-                self.reporter.close()
+            for callback in self.callbacks:
+                callback.on_train_end()
 
     def _train(self) -> list[dict]:
         state = self.state
