@@ -5,13 +5,13 @@
 #   bash scripts/ptb_table_gpu.sh pack WORK DEST                            # what to bring back
 #
 # run: every row of ROWS (default: the language model 6_lm, row 6's recipe 6_best and the rate rows)
-# trains at once, each in its own process (`scripts/ptb_table.py --jobs`): these models are small and a
+# trains at once, each in its own process (`scripts/table.py --jobs`): these models are small and a
 # step at batch 32 is bound by kernel launches, so one GPU serves them all, with CUDA MPS when the machine
 # has it (the processes' kernels then run side by side instead of taking turns). Training stops after
 # TRAIN_MINUTES (default 6; `--max-train-minutes`: a row not done is evaluated at its best epoch so far,
 # with "finished": false); then every row is evaluated the same way (K = 500, reference LM 6_lm). WORK gets
 # runs/ (the run folders), results/ (one JSON per row), table.log, and DONE at the end. EXTRA_OPTIONS (an
-# environment variable) goes to ptb_table.py as well, for a quick check on the CPU, for example
+# environment variable) goes to table.py as well, for a quick check on the CPU, for example
 # "--limit 20 --iw-samples 2 --interpolation-pairs 2".
 #
 # pack: WORK's small files (results, logs, each run's config, history, metrics and prior, no weights) as
@@ -75,7 +75,7 @@ torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets',
         fi
     fi
     # shellcheck disable=SC2086  # EXTRA_OPTIONS is a list of options
-    python3 "$here/ptb_table.py" --rows "$rows" --jobs "$jobs" --max-train-minutes "$minutes" \
+    python3 "$here/table.py" --table ptb_table --rows "$rows" --jobs "$jobs" --max-train-minutes "$minutes" \
         --output-dir "$work/runs" --data-dir "$data_dir" --results-dir "$work/results" --no-progress \
         ${EXTRA_OPTIONS:-}
     echo "exit $?"

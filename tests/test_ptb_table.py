@@ -1,4 +1,4 @@
-"""The PTB table script (scripts/ptb_table.py) end to end on a tiny stand-in corpus named ptb."""
+"""The table script (scripts/table.py) end to end on the PTB table and a tiny stand-in corpus named ptb."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import write_tiny_ptb
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptb_table.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "table.py"
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +22,25 @@ def ptb_table():
     return module
 
 
+def ptb_rows(module, spec: str) -> list[str]:
+    return [row.stem for row in module.select_rows(spec, module.read_table("ptb_table"))]
+
+
 @pytest.fixture
 def tiny_ptb(tmp_path):
     return write_tiny_ptb(tmp_path, train=24, valid=6)
 
 
 def run_script(module, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["ptb_table.py", *args])
+    monkeypatch.setattr(sys, "argv", ["table.py", *args])
     module.main()
 
 
 def test_rows_select_by_number_or_name(ptb_table):
-    assert [row.stem for row in ptb_table.select_rows("6")] == ["6_best", "6_from_lm", "6_lm"]
-    assert [row.stem for row in ptb_table.select_rows("1,2_anneal")] == ["1_lm", "2_anneal"]
+    assert ptb_rows(ptb_table, "6") == ["6_best", "6_from_lm", "6_lm"]
+    assert ptb_rows(ptb_table, "1,2_anneal") == ["1_lm", "2_anneal"]
     with pytest.raises(SystemExit, match="unknown row '9'"):
-        ptb_table.select_rows("1,9")
+        ptb_rows(ptb_table, "1,9")
 
 
 def test_every_row_config_is_a_valid_training_config(ptb_table):
@@ -44,7 +48,7 @@ def test_every_row_config_is_a_valid_training_config(ptb_table):
     from textvae.config_fields import read_config_file
     from textvae.training.config import TrainConfig
 
-    for row in ptb_table.select_rows("all"):
+    for row in ptb_table.select_rows("all", ptb_table.read_table("ptb_table")):
         config = TrainConfig.from_dict(read_config_file(row))
         assert config.data.source == "ptb"
         TextVAEConfig(**config.model)  # raises on a bad architecture option

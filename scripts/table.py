@@ -1,13 +1,16 @@
-"""Train and evaluate the PTB results-table rows, then write the table as JSON and Markdown.
+"""Train and evaluate the rows of a results table, then write the table as JSON and Markdown.
 
-Each row is a training config in scripts/ptb_table/ (train on PTB train, select on valid, report valid:
-the test split is held out). A row whose run already finished is only re-evaluated; an interrupted one
-is resumed.
+A table is a folder of scripts/ (ptb_table, fidelity_yelp, fidelity_ptb): one training config per row
+(`<row>.yaml`), and `table.yaml` saying which corpus the rows are evaluated on (its valid split: test
+splits are held out), which row is the reference language model of forward PPL, the groups of rows, the
+columns shown and the published figures beside them. A row whose run already finished is only
+re-evaluated; an interrupted one is resumed.
 
-    python scripts/ptb_table.py --rows all --output-dir runs/ptb_table            # the full table
-    python scripts/ptb_table.py --rows 2,4 --epochs 3 --iw-samples 50 --limit 500  # a quick, smaller budget
-    python scripts/ptb_table.py --rows rate --results-dir scripts/ptb_table/results  # rows for the commit
-    python scripts/ptb_table.py --rows rate --jobs 8 --max-train-minutes 6   # one GPU, a time-boxed lease
+    python scripts/table.py --rows all --output-dir runs/ptb_table            # the PTB table
+    python scripts/table.py --rows 2,4 --epochs 3 --iw-samples 50 --limit 500  # a quick, smaller budget
+    python scripts/table.py --rows rate --results-dir scripts/ptb_table/results  # rows for the commit
+    python scripts/table.py --rows rate --jobs 8 --max-train-minutes 6   # one GPU, a time-boxed lease
+    python scripts/table.py --table fidelity_yelp --rows all --jobs 2 --results-dir scripts/fidelity_yelp/results
 
 --jobs N trains N rows at once, each in its own process (one GPU holds several of these small models and
 their steps are bound by kernel launches, not by the GPU), then evaluates them the same way; each
@@ -39,8 +42,8 @@ from textvae.run_files import HISTORY_NAME, TRAINER_STATE_NAME
 from textvae.training.config import TrainConfig
 from textvae.training.run import train
 
-ROW_DIR = Path(__file__).resolve().parent / "ptb_table"
-COLUMNS = (
+SCRIPTS = Path(__file__).resolve().parent
+ALL_COLUMNS = (
     ("rec", "rec", "{:.2f}"),
     ("kl", "KL", "{:.2f}"),
     ("neg_elbo", "-ELBO", "{:.2f}"),
@@ -49,7 +52,13 @@ COLUMNS = (
     ("nll_aggregate", "NLL aggr. prior", "{:.2f}"),
     ("mi", "MI", "{:.2f}"),
     ("au", "AU", "{:d}"),
+    ("kl_marginal", "KL - MI", "{:.2f}"),
     ("recon_bleu", "recon BLEU", "{:.2f}"),
+    ("recon_bleu1", "recon BLEU-1", "{:.2f}"),
+    ("recon_exact", "exact", "{:.3f}"),
+    ("train_recon_bleu", "train BLEU", "{:.2f}"),
+    ("train_recon_bleu1", "train BLEU-1", "{:.2f}"),
+    ("train_recon_exact", "train exact", "{:.3f}"),
     ("self_bleu", "self-BLEU", "{:.2f}"),
     ("forward_ppl", "fwd PPL N(0,I)", "{:.1f}"),
     ("forward_ppl_aggregate", "fwd PPL aggr.", "{:.1f}"),
@@ -58,17 +67,20 @@ COLUMNS = (
     ("interp_distinct", "interp distinct", "{:.3f}"),
     ("interp_forward_ppl", "interp fwd PPL", "{:.1f}"),
 )
-# The rate-fidelity table (the rows rate_*.yaml) and the language model of their decoder, which is also
-# the reference language model of every row's forward PPL.
-RATE_ROWS = "rate"
-REFERENCE_ROW = "6_lm"
-PUBLISHED = """| system (PTB **test**, from ../shared/BENCHMARKS.md) | rec | KL | -ELBO | NLL / PPL |
-| --- | --- | --- | --- | --- |
-| Bowman et al. 2016, LSTM VAE | ≈ 99 | ≈ 2 | ≈ 101 | |
-| Texar VAE, LSTM decoder | | | 102.10 | PPL 105.48 |
-| Texar VAE, Transformer decoder | | | 101.48 | PPL 102.53 |
-| timbmg/Sentence-VAE (GRU, z 16, 4 epochs) | 103.97 | 7.27 | ≈ 111.2 | |
-"""
+
+
+def read_table(name: str) -> dict:
+    """The settings of a table folder (`table.yaml`), with its folder as "folder"."""
+    folder = SCRIPTS / name
+    if not (folder / "table.yaml").is_file():
+        tables = sorted(path.parent.name for path in SCRIPTS.glob("*/table.yaml"))
+        raise SystemExit(f"unknown table {name!r}; tables: {', '.join(tables)}")
+    settings = read_config_file(folder / "table.yaml")
+    settings.setdefault("groups", {})
+    settings.setdefault("columns", [key for key, _, _ in ALL_COLUMNS])
+    settings.setdefault("published", "")
+    settings.setdefault("train_sample", None)
+    return {**settings, "folder": folder}
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,12 +88,15 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
+        "--table", default="ptb_table", help="the table's folder in scripts/ (default: ptb_table)"
+    )
+    parser.add_argument(
         "--rows",
         default="all",
-        help="'all', 'rate' (the rate-fidelity rows and 6_lm), or comma-separated row numbers (6: 6_best and "
-        "6_lm) or names",
+        help="'all', a group of table.yaml (ptb_table's 'rate': the rate-fidelity rows and 6_lm), or "
+        "comma-separated row numbers (6: 6_best and 6_lm) or names",
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/ptb_table"))
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: runs/TABLE")
     parser.add_argument("--data-dir", default=os.environ.get("TEXTVAE_DATA", "../shared/data"))
     parser.add_argument(
         "--epochs", type=int, default=None, help="override every row's epochs (a smaller budget)"
@@ -94,7 +109,7 @@ def parse_args() -> argparse.Namespace:
         "--reference-lm",
         type=Path,
         default=None,
-        help=f"language model run for forward PPL (default: the table's {REFERENCE_ROW} run, trained first)",
+        help="language model run for forward PPL (default: the table's reference row, trained first)",
     )
     parser.add_argument("--interpolation-pairs", type=int, default=100)
     parser.add_argument(
@@ -121,15 +136,17 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--jobs must be positive, got {args.jobs}")
     if args.max_train_minutes is not None and not 0 < args.max_train_minutes < float("inf"):
         parser.error(f"--max-train-minutes must be positive, got {args.max_train_minutes}")
+    args.settings = read_table(args.table)
+    args.output_dir = args.output_dir or Path("runs") / args.table
     return args
 
 
-def select_rows(spec: str) -> list[Path]:
-    rows = sorted(ROW_DIR.glob("*.yaml"))
+def select_rows(spec: str, settings: dict) -> list[Path]:
+    rows = sorted(path for path in settings["folder"].glob("*.yaml") if path.name != "table.yaml")
     if spec == "all":
         return rows
-    if spec == RATE_ROWS:
-        return [row for row in rows if row.stem.startswith("rate_") or row.stem == REFERENCE_ROW]
+    if spec in settings["groups"]:
+        return [row for row in rows if row.stem in settings["groups"][spec]]
     wanted = spec.split(",")
     matches = {name: [row for row in rows if name in (row.stem, row.stem.split("_")[0])] for name in wanted}
     unknown = [name for name, found in matches.items() if not found]
@@ -170,9 +187,10 @@ def train_row(path: Path, run_dir: Path, args: argparse.Namespace) -> None:
         return
     values = read_config_file(path)
     source = values.get("init_decoder_from")
-    if source is not None and (ROW_DIR / f"{source}.yaml").is_file():
+    folder = args.settings["folder"]
+    if source is not None and (folder / f"{source}.yaml").is_file():
         # A row named as the source means that row's run in this table, trained first when it is not yet.
-        train_row(ROW_DIR / f"{source}.yaml", args.output_dir / source, args)
+        train_row(folder / f"{source}.yaml", args.output_dir / source, args)
         values["init_decoder_from"] = str(args.output_dir / source)
     if args.epochs is not None:
         values.update(scale_budget(values, args.epochs))
@@ -193,8 +211,9 @@ def reference_lm(args: argparse.Namespace) -> Path:
     """The reference language model of forward PPL: --reference-lm, or the table's own, trained first."""
     if args.reference_lm is not None:
         return args.reference_lm
-    run_dir = args.output_dir / REFERENCE_ROW
-    train_row(ROW_DIR / f"{REFERENCE_ROW}.yaml", run_dir, args)
+    reference = args.settings["reference"]
+    run_dir = args.output_dir / reference
+    train_row(args.settings["folder"] / f"{reference}.yaml", run_dir, args)
     return run_dir
 
 
@@ -214,14 +233,15 @@ def run_row(path: Path, args: argparse.Namespace, training: bool = True) -> dict
         # Training fits the aggregate prior when it finishes; a row stopped early gets it here.
         fit_prior_for_run(run_dir, device=device)
     results = evaluate_run(
-        run_dir, "ptb", args.data_dir, "validation", limit=args.limit, device=device,
+        run_dir, args.settings["data"], args.data_dir, "validation", limit=args.limit, device=device,
         iw_samples=args.iw_samples, show_progress=not args.no_progress,
         reference_lm=reference_lm(args), interpolation_pairs=args.interpolation_pairs,
+        train_sample=args.settings["train_sample"],
     )  # fmt: skip
     results.pop("au_variances", None)
     row = {
         "row": path.stem,
-        "config": str(path.relative_to(ROW_DIR.parent.parent)),
+        "config": str(path.relative_to(SCRIPTS.parent)),
         "epochs": len(history),
         "finished": finished,
         "best_epoch": min(history, key=lambda record: record["neg_elbo"])["epoch"],
@@ -237,12 +257,13 @@ def run_row(path: Path, args: argparse.Namespace, training: bool = True) -> dict
     return row
 
 
-def markdown(rows: list[dict]) -> str:
-    header = ["row", *(label for _, label, _ in COLUMNS), "epochs (best)", "train min", "machine", "params"]
+def markdown(rows: list[dict], settings: dict) -> str:
+    columns = [column for column in ALL_COLUMNS if column[0] in settings["columns"]]
+    header = ["row", *(label for _, label, _ in columns), "epochs (best)", "train min", "machine", "params"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         cells = [row["row"]]
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in columns:
             cells.append("n/a" if row.get(key) is None else fmt.format(row[key]))
         cells += [
             f"{row['epochs']} ({row['best_epoch']})",
@@ -253,15 +274,16 @@ def markdown(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     first = next((row for row in rows if row.get("iw_samples")), rows[0])  # a VAE row says K and BLEU
     note = (
-        f"\nPTB valid ({first['num_sentences']} sentences, {first['num_tokens']} tokens); NLL with K = "
-        f"{first['iw_samples'] or 'exact'}; BLEU {first.get('bleu_signature')}.\n"
+        f"\n{settings['data']} valid ({first['num_sentences']} sentences, {first['num_tokens']} tokens); NLL "
+        f"with K = {first['iw_samples'] or 'exact'}; BLEU {first.get('bleu_signature')}.\n"
     )
-    return "\n".join(lines) + "\n" + note + "\n" + PUBLISHED
+    return "\n".join(lines) + "\n" + note + "\n" + settings["published"]
 
 
 def child_command(args: argparse.Namespace, row: str, phase: str) -> list[str]:
     """This script, for one row and one phase, with the options of this run."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--rows", row, "--phase", phase]
+    command = [sys.executable, str(Path(__file__).resolve()), "--table", args.table, "--rows", row]
+    command += ["--phase", phase]
     command += ["--no-progress", "--output-dir", str(args.output_dir), "--data-dir", str(args.data_dir)]
     command += ["--device", args.device]
     command += ["--iw-samples", str(args.iw_samples), "--interpolation-pairs", str(args.interpolation_pairs)]
@@ -298,13 +320,13 @@ def run_jobs(commands: dict[str, list[str]], jobs: int, log_dir: Path, after: di
 def run_parallel(paths: list[Path], args: argparse.Namespace) -> None:
     """Train every row (and the reference LM), `args.jobs` at a time, then evaluate them all the same way."""
     names = [path.stem for path in paths]
-    trained = list(names)
-    if args.reference_lm is None and REFERENCE_ROW not in trained:
-        trained.insert(0, REFERENCE_ROW)
+    trained, folder, reference = list(names), args.settings["folder"], args.settings["reference"]
+    if args.reference_lm is None and reference not in trained:
+        trained.insert(0, reference)
     after = {}
     for name in list(trained):  # a row whose decoder starts from another row's run trains after it
-        source = read_config_file(ROW_DIR / f"{name}.yaml").get("init_decoder_from")
-        if source is not None and (ROW_DIR / f"{source}.yaml").is_file():
+        source = read_config_file(folder / f"{name}.yaml").get("init_decoder_from")
+        if source is not None and (folder / f"{source}.yaml").is_file():
             after[name] = source
             if source not in trained:
                 trained.insert(0, source)
@@ -322,7 +344,7 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    paths = select_rows(args.rows)
+    paths = select_rows(args.rows, args.settings)
     if args.phase == "train":
         for path in paths:
             train_row(path, args.output_dir / path.stem, args)
@@ -341,8 +363,8 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"no row of {args.output_dir} has a finished epoch to evaluate yet")
     (args.output_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.output_dir / "results.md").write_text(markdown(rows))
-    print(markdown(rows))
+    (args.output_dir / "results.md").write_text(markdown(rows, args.settings))
+    print(markdown(rows, args.settings))
 
 
 if __name__ == "__main__":
