@@ -148,7 +148,12 @@ def select_rows(spec: str, settings: dict) -> list[Path]:
     if spec in settings["groups"]:
         return [row for row in rows if row.stem in settings["groups"][spec]]
     wanted = spec.split(",")
-    matches = {name: [row for row in rows if name in (row.stem, row.stem.split("_")[0])] for name in wanted}
+    # A row's name, or its number (6: 6_best, 6_from_lm and 6_lm) when no row has that name.
+    matches = {
+        name: [row for row in rows if row.stem == name]
+        or [row for row in rows if row.stem.split("_")[0] == name]
+        for name in wanted
+    }
     unknown = [name for name, found in matches.items() if not found]
     if unknown:
         raise SystemExit(f"unknown row {unknown[0]!r}; rows: {', '.join(row.stem for row in rows)}")
