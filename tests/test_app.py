@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from textvae.app.explorer import PATH_HEADERS, AppLimits, Explorer
+from textvae.decoding import DecodingConfig
 from textvae.latent.arithmetic import attribute_vector
 from textvae.pipeline import TextVAEPipeline
 from textvae.plotting import project_latents
@@ -53,7 +54,8 @@ def pipeline(trained_run):
 
 def test_each_tab_gives_the_pipelines_result(explorer, pipeline, labelled_corpus):
     rows = explorer.sample(4, 0.8, 5, 0.9, "standard", 3)
-    assert rows == [[i, s] for i, s in enumerate(pipeline.sample(4, 0.8, 5, 0.9, 3), 1)]
+    decoding = DecodingConfig(strategy="sample", temperature=0.8, top_k=5, top_p=0.9)
+    assert rows == [[i, s] for i, s in enumerate(pipeline.sample(4, decoding, seed=3), 1)]
     assert explorer.sample(4, seed=3) != explorer.sample(4, seed=4)
     run = TextVAEPipeline.from_pretrained(explorer.pipeline.run_dir, device="cpu")
     assert explorer.priors == ["standard", "aggregate"]
@@ -61,7 +63,7 @@ def test_each_tab_gives_the_pipelines_result(explorer, pipeline, labelled_corpus
     assert aggregate == run.sample(4, seed=3, prior="aggregate") != run.sample(4, seed=3)
 
     text = "the cat sat\n\n  a dog ran on the mat  \n"
-    expected = pipeline.reconstruct(["the cat sat", "a dog ran on the mat"], "beam", 3)
+    expected = pipeline.reconstruct(["the cat sat", "a dog ran on the mat"], strategy="beam", beam_size=3)
     assert explorer.reconstruct(text, "beam", 3) == [
         ["the cat sat", expected[0]],
         ["a dog ran on the mat", expected[1]],

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
+from textvae.decoding import DecodingConfig
 from textvae.generation import (
     apply_repetition_controls_,
     ban_repeated_ngrams_,
@@ -15,7 +16,6 @@ from textvae.generation import (
     generate,
     interpolate_latents,
     penalize_repetition_,
-    validate_repetition,
 )
 
 from .helpers import TINY_TRANSFORMER, tiny_model
@@ -294,4 +294,4 @@ def test_bad_repetition_controls(bad):
     with pytest.raises(ValueError, match=name):
         beam_search(tiny_model(), torch.randn(1, 4), max_length=5, **bad)
     with pytest.raises(ValueError, match=name):
-        validate_repetition(**{"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, **bad})
+        DecodingConfig(**bad)

@@ -240,7 +240,7 @@ def test_transfer_with_strength_zero_is_reconstruction(random_pipeline, monkeypa
     seen = []
     decode = random_pipeline.decode
     monkeypatch.setattr(
-        random_pipeline, "decode", lambda **options: seen.append(options["z"]) or decode(**options)
+        random_pipeline, "decode", lambda z, *args, **options: seen.append(z) or decode(z, *args, **options)
     )
     vector = torch.tensor([1.0, -2.0, 0.5, 3.0])
     random_pipeline.transfer(sentences, vector=vector, strength=2.0)

@@ -100,9 +100,9 @@ def test_repetition_controls_off_change_nothing(pipeline):
     assert pipeline.sample(6, seed=2, **off) == pipeline.sample(6, seed=2)
     # reconstruct and interpolate default to a no-repeat size of 3: off, they decode as plain beam search.
     mu, _ = pipeline.encode(sentences)
-    assert pipeline.reconstruct(sentences, **off) == pipeline.decode(mu, "beam")
+    assert pipeline.reconstruct(sentences, **off) == pipeline.decode(mu, strategy="beam")
     ends = pipeline.interpolate(*sentences, steps=4, strategy="greedy", **off)
-    assert [ends[0], ends[-1]] == pipeline.decode(mu, "greedy")
+    assert [ends[0], ends[-1]] == pipeline.decode(mu, {"strategy": "greedy"})
     penalized = pipeline.interpolate(*sentences, steps=4, strategy="beam", repetition_penalty=1.5)
     assert len(penalized) == 4
 
@@ -124,4 +124,7 @@ def test_reconstruct_and_interpolate_default_to_what_measured_best(trained_run):
     assert vae.reconstruct(sentences) == vae.reconstruct(sentences, **measured_best)
     assert vae.interpolate(*sentences, steps=4) == vae.interpolate(*sentences, steps=4, **measured_best)
     assert vae.interpolation_path(*sentences)["strategy"] == "beam"
-    assert (decoding.DEFAULT_STRATEGY, decoding.DEFAULT_NO_REPEAT_NGRAM_SIZE) == ("beam", 3)
+    best = decoding.decoding_defaults("reconstruct")
+    assert (best.strategy, best.beam_size, best.no_repeat_ngram_size) == ("beam", 5, 3)
+    assert decoding.decoding_defaults("decode").strategy == "greedy"
+    assert decoding.decoding_defaults("sample").strategy == "sample"

@@ -15,10 +15,11 @@ per beam, in beam search).
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch.nn import functional as F
+
+from .decoding import DecodingConfig
 
 INTERPOLATION_METHODS = ("lerp", "slerp")
 
@@ -45,32 +46,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def validate_sampling(temperature: float, top_k: int, top_p: float, max_length: int) -> None:
-    """Raise `ValueError` naming a decoding option whose value is out of range."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be positive, got {max_length}")
-
-
-def validate_repetition(no_repeat_ngram_size: int, repetition_penalty: float) -> None:
-    """Raise `ValueError` naming a repetition control whose value is out of range."""
-    if isinstance(no_repeat_ngram_size, bool) or not isinstance(no_repeat_ngram_size, numbers.Integral):
-        raise ValueError(f"no_repeat_ngram_size must be an integer, got {no_repeat_ngram_size!r}")
-    if no_repeat_ngram_size < 0:
-        raise ValueError(f"no_repeat_ngram_size must be >= 0 (0 disables it), got {no_repeat_ngram_size}")
-    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, numbers.Real):
-        raise ValueError(f"repetition_penalty must be a number, got {repetition_penalty!r}")
-    if not (repetition_penalty > 0 and math.isfinite(repetition_penalty)):
-        raise ValueError(
-            f"repetition_penalty must be positive and finite (1.0 disables it), got {repetition_penalty}"
-        )
 
 
 def penalize_repetition_(scores: torch.Tensor, prefix: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -179,8 +154,10 @@ def generate(
     that, `repetition_penalty` (1.0: off) penalises every token already in the row and
     `no_repeat_ngram_size` (0: off) bans any token that would repeat an n-gram of the row.
     """
-    validate_sampling(temperature, top_k, top_p, max_length)
-    validate_repetition(no_repeat_ngram_size, repetition_penalty)
+    DecodingConfig(  # ValueError naming an option out of range
+        max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p,
+        no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
+    )  # fmt: skip
     max_length = cap_max_length(model, max_length)
     z, prefix, device = _start(model, z, num_sequences)
     config = model.config
@@ -228,8 +205,11 @@ def beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be positive, got {beam_size}")
-    validate_sampling(1.0, 0, 1.0, max_length)
-    validate_repetition(no_repeat_ngram_size, repetition_penalty)
+    DecodingConfig(  # ValueError naming an option out of range
+        max_length=max_length,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        repetition_penalty=repetition_penalty,
+    )
     max_length = cap_max_length(model, max_length)
     z, bos, device = _start(model, z, num_sequences)
     config = model.config

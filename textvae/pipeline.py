@@ -11,10 +11,10 @@ import torch
 from .checkpointing import load_run
 from .data.storage import TokenizedSplit, pad_batch
 from .data.tokenization import decode_ids, encode_sentences
-from .decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY, STRATEGIES
+from .decoding import DecodingConfig, resolve_decoding
 from .evaluation.scoring import score_sentences
 from .evaluation.text import token_similarity
-from .generation import beam_search, generate, interpolate_latents, validate_repetition
+from .generation import beam_search, generate, interpolate_latents
 from .latent.arithmetic import analogy_latent, nearest_neighbours, neighbour_rows, transfer_vector
 from .latent.cache import corpus_latents
 from .latent.probes import draw_label_subsets, probe_accuracy, tfidf_probe_accuracy
@@ -117,39 +117,32 @@ class TextVAEPipeline:
     def decode(
         self,
         z: torch.Tensor | None,
-        strategy: str = "greedy",
-        num_sequences: int | None = None,
-        beam_size: int = 5,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        max_length: int | None = None,
+        decoding: DecodingConfig | dict | None = None,
         *,
-        no_repeat_ngram_size: int = 0,
-        repetition_penalty: float = 1.0,
+        num_sequences: int | None = None,
+        seed: int | None = None,
+        **options,
     ) -> list[str]:
         """(N, Z) latents (or None and `num_sequences` for a language model) -> N sentences.
 
-        `no_repeat_ngram_size` (0: off) and `repetition_penalty` (1.0: off) mean what they mean in
-        transformers' `generate`, for every strategy.
+        decoding: a `DecodingConfig`, or a mapping of changes to the defaults of plain decoding (greedy);
+        options: `DecodingConfig` fields that change it further (`strategy="beam"`). seed: the draws of
+        sampling (fresh ones when None).
         """
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        validate_repetition(no_repeat_ngram_size, repetition_penalty)
-        repetition = dict(no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty)
-        max_length = max_length or self.max_length
-        generator = None
-        if strategy == "sample":
-            generator = _generator(seed, self.device)
+        config = resolve_decoding("decode", decoding, **options)
+        repetition = dict(
+            no_repeat_ngram_size=config.no_repeat_ngram_size, repetition_penalty=config.repetition_penalty
+        )
+        max_length = config.max_length or self.max_length
+        generator = _generator(seed, self.device) if config.strategy == "sample" else None
         count = z.size(0) if z is not None else num_sequences
         sentences = []
         for start in range(0, count, self.batch_size):
             z_batch = z[start : start + self.batch_size].to(self.device) if z is not None else None
             size = min(self.batch_size, count - start)
-            if strategy == "beam":
+            if config.strategy == "beam":
                 ids = beam_search(
-                    self.model, z_batch, size, beam_size=beam_size, max_length=max_length, **repetition
+                    self.model, z_batch, size, beam_size=config.beam_size, max_length=max_length, **repetition
                 )
             else:
                 ids = generate(
@@ -157,10 +150,10 @@ class TextVAEPipeline:
                     z_batch,
                     size,
                     max_length,
-                    strategy == "sample",
-                    temperature,
-                    top_k,
-                    top_p,
+                    config.strategy == "sample",
+                    config.temperature,
+                    config.top_k,
+                    config.top_p,
                     generator,
                     **repetition,
                 )
@@ -170,67 +163,43 @@ class TextVAEPipeline:
     def sample(
         self,
         n: int = 10,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        strategy: str = "sample",
-        max_length: int | None = None,
+        decoding: DecodingConfig | dict | None = None,
         *,
+        seed: int | None = None,
         prior: str = "standard",
-        no_repeat_ngram_size: int = 0,
-        repetition_penalty: float = 1.0,
+        **options,
     ) -> list[str]:
         """n sentences decoded from `z` drawn from the prior; `seed` makes them repeatable.
 
         prior: "standard", `N(0, I)`; or "aggregate", the Gaussian mixture fitted to the training set's
         posterior means after training (`textvae fit-prior`; Ghosh et al. 2020), whose samples stay in
-        the region the decoder was trained on when the model keeps many nats in z.
+        the region the decoder was trained on when the model keeps many nats in z. decoding / options:
+        as `decode`, from sampling's defaults (`decoding.decoding_defaults("sample")`).
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
+        config = resolve_decoding("sample", decoding, **options)
         generator = _generator(seed)
         z = None
         if self.model.config.has_latent:
             z = self.prior(prior).sample(n, generator)  # (n, Z)
         elif prior != "standard":
             raise ValueError("a language model (latent_dim=0) has no latent prior to choose")
-        return self.decode(
-            z,
-            strategy,
-            n,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=None if seed is None else seed + 1,
-            max_length=max_length,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-        )
+        return self.decode(z, config, num_sequences=n, seed=None if seed is None else seed + 1)
 
     def reconstruct(
         self,
         sentences: Sequence[str],
-        strategy: str = DEFAULT_STRATEGY,
-        beam_size: int = 5,
-        seed: int | None = None,
-        max_length: int | None = None,
+        decoding: DecodingConfig | dict | None = None,
         *,
-        no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        **options,
     ) -> list[str]:
         """Each sentence decoded from its posterior mean; by default with beam search (5 beams) that never
-        repeats a 3-gram, which measured best (see `textvae.decoding`)."""
+        repeats a 3-gram, which measured best (`decoding.decoding_defaults("reconstruct")`)."""
+        config = resolve_decoding("reconstruct", decoding, **options)
         mu, _ = self.encode(sentences)
-        return self.decode(
-            mu,
-            strategy,
-            beam_size=beam_size,
-            seed=seed,
-            max_length=max_length,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-        )
+        return self.decode(mu, config, seed=seed)
 
     def interpolate(
         self,
@@ -238,39 +207,36 @@ class TextVAEPipeline:
         end: str,
         steps: int = 5,
         method: str = "lerp",
-        strategy: str = DEFAULT_STRATEGY,
-        beam_size: int = 5,
-        max_length: int | None = None,
-        *,
-        no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = 1.0,
+        decoding: DecodingConfig | dict | None = None,
+        **options,
     ) -> list[str]:
-        """The sentences decoded at `steps` points between the two posterior means, endpoints included."""
+        """The sentences decoded at `steps` points between the two posterior means, endpoints included,
+        decoded as `reconstruct` decodes by default."""
+        config = resolve_decoding("interpolate", decoding, **options)
         mu, _ = self.encode([start, end])
         path = interpolate_latents(mu[0], mu[1], steps, method)  # (steps, Z)
-        return self.decode(
-            path,
-            strategy,
-            beam_size=beam_size,
-            max_length=max_length,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-        )
+        return self.decode(path, config)
 
     def interpolation_path(
-        self, start: str, end: str, steps: int = 5, method: str = "lerp", **decoding
+        self,
+        start: str,
+        end: str,
+        steps: int = 5,
+        method: str = "lerp",
+        decoding: DecodingConfig | dict | None = None,
+        **options,
     ) -> dict:
         """`interpolate`, labelled: the two input sentences, the method, and for each step its position
         `t` in [0, 1], the decoded sentence and its token similarity (1 - edit distance / length) to each
-        input sentence. Plain JSON-serialisable values. `decoding`: `interpolate`'s keyword options
-        (strategy, beam_size, max_length, no_repeat_ngram_size, repetition_penalty)."""
-        sentences = self.interpolate(start, end, steps, method, **decoding)
+        input sentence. Plain JSON-serialisable values."""
+        config = resolve_decoding("interpolate", decoding, **options)
+        sentences = self.interpolate(start, end, steps, method, config)
         count = len(sentences)
         return {
             "start": start,
             "end": end,
             "method": method,
-            "strategy": decoding.get("strategy", DEFAULT_STRATEGY),
+            "strategy": config.strategy,
             "path": [
                 {
                     "step": index + 1,
@@ -318,13 +284,10 @@ class TextVAEPipeline:
         target_sentences: Sequence[str] | None = None,
         strength: float = 1.0,
         vector: torch.Tensor | None = None,
-        strategy: str = DEFAULT_STRATEGY,
-        beam_size: int = 5,
-        seed: int | None = None,
-        max_length: int | None = None,
+        decoding: DecodingConfig | dict | None = None,
         *,
-        no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        **options,
     ) -> list[str]:
         """Each sentence decoded from `mu + strength * vector` (latent arithmetic, Bowman et al. 2016).
 
@@ -333,40 +296,28 @@ class TextVAEPipeline:
         it decodes as `reconstruct` does by default.
         """
         self._require_latent()
+        config = resolve_decoding("transfer", decoding, **options)
         vector = transfer_vector(self, source_sentences, target_sentences, vector)  # (Z,)
         mu, _ = self.encode(sentences)
-        return self.decode(
-            z=mu + strength * vector,
-            strategy=strategy,
-            beam_size=beam_size,
-            seed=seed,
-            max_length=max_length,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            repetition_penalty=repetition_penalty,
-        )
+        return self.decode(mu + strength * vector, config, seed=seed)
 
     def analogy(
         self,
         a: str,
         b: str,
         c: str,
-        strategy: str = DEFAULT_STRATEGY,
-        beam_size: int = 5,
-        max_length: int | None = None,
-        seed: int | None = None,
+        decoding: DecodingConfig | dict | None = None,
         *,
-        no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM_SIZE,
-        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        **options,
     ) -> str:
         """ "a is to b as c is to ?": the sentence decoded from `mu(c) + mu(b) - mu(a)`, decoded as
         `reconstruct` decodes by default."""
         self._require_latent()
+        config = resolve_decoding("analogy", decoding, **options)
         mu, _ = self.encode([a, b, c])
         z = analogy_latent(mu[0], mu[1], mu[2])[None]  # (1, Z)
-        repetition = dict(no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty)
-        return self.decode(z, strategy, beam_size=beam_size, seed=seed, max_length=max_length, **repetition)[
-            0
-        ]
+        return self.decode(z, config, seed=seed)[0]
 
     def score(self, sentences: Sequence[str], iw_samples: int = 500, seed: int = 0) -> list[dict]:
         """Per-sentence `nll`, `neg_elbo`, `rec`, `kl`, `tokens`, `nll_per_token` (nats), in input order,

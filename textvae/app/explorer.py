@@ -15,11 +15,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_STRATEGY
+from ..decoding import decoding_defaults
 from ..run_files import CONFIG_NAME, TRAIN_CONFIG_NAME, read_json
 
 logger = logging.getLogger(__name__)
 
+RECONSTRUCTION = decoding_defaults("reconstruct")  # the page decodes as `reconstruct` does by default
 SAMPLE_HEADERS = ["#", "sentence"]
 RECONSTRUCT_HEADERS = ["input", "reconstruction"]
 PATH_HEADERS = ["step", "t", "sentence", "similarity to start", "similarity to end"]
@@ -170,16 +171,17 @@ class Explorer:
             raise ValueError(f"prior must be one of {', '.join(self.priors)}, got {prior!r}")
         seed = None if seed is None else _whole(seed, "seed", 0, 2**63 - 1)
         with self._lock:
-            sentences = self.pipeline.sample(n, temperature, top_k, top_p, seed, prior=prior)
+            decoding = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+            sentences = self.pipeline.sample(n, decoding, seed=seed, prior=prior)
         return [[index, sentence] for index, sentence in enumerate(sentences, 1)]
 
-    def reconstruct(self, text, strategy=DEFAULT_STRATEGY, beam_size=5, seed=None) -> list[list]:
+    def reconstruct(self, text, strategy=RECONSTRUCTION.strategy, beam_size=5, seed=None) -> list[list]:
         """Reconstruct tab: each line of `text` beside the sentence decoded from its posterior mean."""
         sentences = self._lines(text, "sentences", self.limits.max_sentences)
         beam_size = self._beam(strategy, beam_size)
         seed = None if seed is None else _whole(seed, "seed", 0, 2**63 - 1)
         with self._lock:
-            outputs = self.pipeline.reconstruct(sentences, strategy, beam_size, seed)
+            outputs = self.pipeline.reconstruct(sentences, strategy=strategy, beam_size=beam_size, seed=seed)
         return [[sentence, output] for sentence, output in zip(sentences, outputs, strict=True)]
 
     def interpolate(self, start, end, steps=5, method="lerp") -> list[list]:
@@ -263,11 +265,7 @@ class Explorer:
         sentence = self.points[point]["sentence"]
         with self._lock:
             # As `reconstruct` decodes by default (from the cached posterior mean).
-            decoded = self.pipeline.decode(
-                self.corpus_mu[point : point + 1],
-                DEFAULT_STRATEGY,
-                no_repeat_ngram_size=DEFAULT_NO_REPEAT_NGRAM_SIZE,
-            )
+            decoded = self.pipeline.decode(self.corpus_mu[point : point + 1], RECONSTRUCTION)
             return sentence, decoded[0]
 
     def training(self) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ import functools
 import os
 from pathlib import Path
 
-from ..decoding import DEFAULT_STRATEGY
+from ..decoding import decoding_defaults
 from .explorer import (
     NEIGHBOUR_HEADERS,
     PATH_HEADERS,
@@ -96,7 +96,9 @@ def _sample_tab(gr, explorer: Explorer) -> None:
 def _reconstruct_tab(gr, explorer: Explorer) -> None:
     text = gr.Textbox(lines=4, label="sentences, one per line", elem_id="reconstruct-input")
     with gr.Row():
-        strategy = gr.Radio(["greedy", "beam", "sample"], value=DEFAULT_STRATEGY, label="decoding")
+        strategy = gr.Radio(
+            ["greedy", "beam", "sample"], value=decoding_defaults("reconstruct").strategy, label="decoding"
+        )
         beam_size = gr.Slider(1, explorer.limits.max_beam_size, value=5, step=1, label="beam size")
         seed = gr.Number(0, precision=0, label="seed (sampling)")
     button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE
+from ..decoding import decoding_defaults
 from ..run_files import write_text_atomically
 from .common import (
     add_decoding_options,
@@ -30,7 +30,7 @@ from .common import (
 
 def _add_decoding_options(parser) -> None:
     add_decoding_options(parser, None, "for sampling")
-    add_repetition_options(parser, DEFAULT_NO_REPEAT_NGRAM_SIZE)
+    add_repetition_options(parser, decoding_defaults("reconstruct").no_repeat_ngram_size)
     add_device_option(parser)
 
 
@@ -117,17 +117,15 @@ def _add_encode_parser(commands) -> None:
 
 def run_sample(args) -> None:
     pipeline = load_pipeline(args)
-    for line in pipeline.sample(
-        args.num_samples,
-        args.temperature,
-        args.top_k,
-        args.top_p,
-        args.seed,
-        "greedy" if args.greedy else "sample",
-        args.max_length,
-        prior=args.prior,
+    decoding = {
+        "strategy": "greedy" if args.greedy else "sample",
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "max_length": args.max_length,
         **repetition_options(args),
-    ):
+    }
+    for line in pipeline.sample(args.num_samples, decoding, seed=args.seed, prior=args.prior):
         print(line)
 
 

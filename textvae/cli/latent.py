@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..decoding import DEFAULT_NO_REPEAT_NGRAM_SIZE
+from ..decoding import decoding_defaults
 from .common import (
     add_decoding_options,
     add_device_option,
@@ -26,7 +26,7 @@ from .common import (
 
 def _add_decoding_options(parser) -> None:
     add_decoding_options(parser, None, "for --strategy sample", metavar="N")
-    add_repetition_options(parser, DEFAULT_NO_REPEAT_NGRAM_SIZE)
+    add_repetition_options(parser, decoding_defaults("reconstruct").no_repeat_ngram_size)
     add_device_option(parser)
 
 
