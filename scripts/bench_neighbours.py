@@ -1,4 +1,4 @@
-"""Exact nearest-neighbour search speed: `textvae.latent_tools.nearest_neighbours` over a 100,000-vector corpus.
+"""Exact nearest-neighbour search speed: `textvae.latent.arithmetic.nearest_neighbours` over a 100,000-vector corpus.
 
 The corpus is random N(0, I) vectors of size 32 (the latent size of the PTB models), or, with `--model`
 and `--corpus`, the posterior means of a corpus file encoded (and cached) by a trained run. Prints the

@@ -226,10 +226,10 @@ def test_aggregate_nll_of_a_fitted_prior_covers_inactive_units(tokenizer):
     # Every posterior is N(0, I) (no unit active): the means never move, so the mixture fitted to them is
     # a point at 0, but spread by the posteriors' variance it is N(0, I), and the aggregate-prior NLL equals
     # the standard one instead of blowing up.
-    from textvae.priors.fitting import fit_run_prior
+    from textvae.priors.fitting import fit_prior
 
     model, split = prior_encoder(make_model(tokenizer)), make_split(tokenizer)
-    prior = fit_run_prior(model, split, split, batch_size=4, components=(1,))
+    prior = fit_prior(model, split, split, batch_size=4, components=(1,))
     assert float(prior.covariances.diagonal(dim1=1, dim2=2).max()) < 1e-6  # the bare mixture: a point
     results = evaluate(model, tokenizer, split, **QUICK, priors={"aggregate": prior})
     assert results["nll_aggregate"] == pytest.approx(results["nll"], abs=1e-4)

@@ -24,7 +24,7 @@ from textvae.priors.fitting import (
     encode_posterior_means,
     encode_posteriors,
     fit_aggregate_prior,
-    fit_run_prior,
+    fit_prior,
 )
 
 from .helpers import TINY_TRANSFORMER, random_batch, tiny_model
@@ -362,7 +362,7 @@ def test_fit_run_prior_encodes_each_sentence_and_restores_training_mode(encoder_
         for row in (0, 7, 29):  # batched, length-sorted encoding puts every row back in its place
             expected, _ = model.encode(torch.tensor([train.input_ids[row]]))
             torch.testing.assert_close(means[row], expected[0], atol=1e-5, rtol=1e-5)
-    prior = fit_run_prior(model, train, valid, batch_size=8, components=(1, 2), seed=3)
+    prior = fit_prior(model, train, valid, batch_size=8, components=(1, 2), seed=3)
     assert prior.latent_dim == 4 and prior.selection["num_train"] == 30 and prior.selection["seed"] == 3
     assert not model.training
     # The train sentences' mean posterior variance is kept with the mixture (the aggregate posterior).
@@ -375,4 +375,4 @@ def test_fit_run_prior_encodes_each_sentence_and_restores_training_mode(encoder_
 
 def test_fit_run_prior_refuses_a_language_model():
     with pytest.raises(ValueError, match="no latent"):
-        fit_run_prior(tiny_model(latent_dim=0), tiny_split(4, 0), tiny_split(2, 1))
+        fit_prior(tiny_model(latent_dim=0), tiny_split(4, 0), tiny_split(2, 1))

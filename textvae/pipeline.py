@@ -249,7 +249,7 @@ class TextVAEPipeline:
             ],
         }
 
-    # ------------------------------------------------------------ the latent space at work (latent_tools.py)
+    # ------------------------------------------------------------ the latent space at work (latent/)
 
     def neighbours(
         self,

@@ -42,7 +42,8 @@ def _new_figure(width: float, height: float) -> Figure:
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError("plotting needs matplotlib: pip install 'textvae[plot]'") from None
-    # Fixed margins, not layout="constrained": its solver measured every tick label and tripled the time.
+    # Fixed margins, not layout="constrained": its solver measures every tick label, and took three times
+    # as long (scripts/README.md, "Measurements behind the code").
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)  # attaches itself: savefig renders with Agg, no display involved
     return figure

@@ -1,4 +1,4 @@
-"""The explorer's tabs as plain Python (`Explorer`, bounded by `AppLimits`); the page is in app.py.
+"""The explorer's tabs as plain Python (`Explorer`, bounded by `AppLimits`); the page is in page.py.
 
 Each tab calls the pipeline (or the plotting module), so the page, the CLI and Python always agree. Each
 request is bounded by `AppLimits`, and every bad input is a `ValueError` naming it, which the page shows

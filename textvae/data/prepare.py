@@ -17,7 +17,7 @@ def train_corpus_tokenizer(dataset, data: DataConfig):
     """The tokenizer of `data.tokenizer_type` trained on a split (a `datasets.Dataset` with "text")."""
     if data.tokenizer_type == "word":  # words counted by Arrow, on several threads
         texts = count_corpus_words(dataset)
-    else:  # texts read as Arrow in large batches: iterating dataset["text"] takes ~75 s a million rows
+    else:  # texts read as Arrow in large batches: iterating dataset["text"] is far slower (scripts/README.md)
         texts = (text for batch in iter_texts(dataset) for text in batch)
     return train_tokenizer(texts, data.tokenizer_type, data.min_frequency, data.max_vocab_size)
 

@@ -128,7 +128,8 @@ def arrow_table(dataset, columns: Sequence[str], start: int = 0, stop: int | Non
     """Rows [start, stop) of a `datasets.Dataset`'s `columns` as one pyarrow Table, in the dataset's order.
 
     `filter`, `select` and `train_test_split` leave a dataset with an indices mapping, whose rows datasets
-    gathers one row slice at a time (about 10 s a million rows); Arrow's `take` gathers them at once.
+    gathers one row slice at a time, slowly; Arrow's `take` gathers them at once (scripts/README.md,
+    "Measurements behind the code").
     """
     table = dataset.data.table.select(list(columns))
     stop = len(dataset) if stop is None else min(stop, len(dataset))

@@ -3,7 +3,7 @@
 With `--streaming` the training split is never held whole. `datasets.load_dataset(..., streaming=True)`
 reads it (a Hub id, a text / CSV / TSV / JSONL file, a folder, a named corpus), `IterableDataset.shuffle`
 mixes it in a buffer each epoch (`set_epoch`), and `TrainingStream` reads it in pools of
-`batch_size * POOL_BATCHES` sentences, tokenizes each pool with `data.encode_sentences` (the fast path of
+`batch_size * POOL_BATCHES` sentences, tokenizes each pool with `token_ids.encode_text_batch` (the fast path of
 the in-memory corpus) and batches it by length as `LengthBucketSampler` does, one pool at a time. One
 epoch is one pass over the stream, so the number of steps in an epoch is known once the first pass ends.
 
@@ -34,7 +34,7 @@ from .bucketing import LengthBucketSampler
 from .config import DataConfig
 from .corpora import _TABLE_FORMATS, check_utf8_file, resolve_source
 from .storage import PackedSequences, PreparedData, TokenizedSplit
-from .token_ids import encode_sentences, warn_overlong
+from .token_ids import encode_text_batch, warn_overlong
 from .tokenization import WordLookup, load_backbone_tokenizers, train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ def open_streams(data: DataConfig) -> tuple[datasets.IterableDataset, list[str] 
 
 
 def tokenize_texts(texts: list, tokenizers: tuple, max_length: int | None, overlong: str):
-    """(TokenizedSplit of the texts, how many were longer than `max_length`); see `data.encode_sentences`."""
-    (ids, lengths), encoder, count = encode_sentences(texts, tokenizers, max_length, overlong)
+    """(TokenizedSplit of the texts, how many were longer than `max_length`); see `token_ids.encode_text_batch`."""
+    (ids, lengths), encoder, count = encode_text_batch(texts, tokenizers, max_length, overlong)
     encoder = PackedSequences.from_lengths(*encoder) if encoder is not None else None
     return TokenizedSplit(PackedSequences.from_lengths(ids, lengths), encoder), count
 

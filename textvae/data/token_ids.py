@@ -1,7 +1,7 @@
 """Corpora as token ids: tokenizing with `datasets` and Arrow, fast, on every core.
 
 `tokenize_corpus` turns a corpus (`corpora.load_corpus`) into `input_ids` and `length` columns, one flat
-array per split that `TokenizedSplit.from_dataset` (storage.py) uses without a copy. `encode_sentences`
+array per split that `TokenizedSplit.from_dataset` (storage.py) uses without a copy. `encode_text_batch`
 is one batch of it (streaming reads pools through it too).
 """
 
@@ -64,8 +64,8 @@ def _text_reader(dataset: datasets.Dataset, column: str) -> Callable[[int, int],
 
     Without an indices mapping, a zero-copy slice. With one (`filter`, `select`, `train_test_split`),
     the column is made one contiguous array once: Arrow's `take` on a chunked column concatenates every
-    chunk first, so each batch's take would copy the whole column (0.2 s and 550 MB a batch for ten million
-    PTB sentences, twice over with two threads).
+    chunk first, so each batch's take would copy the whole column, twice over with two threads
+    (scripts/README.md, "Measurements behind the code").
     """
     values = dataset.data.table.column(column)
     indices = dataset._indices  # datasets' row mapping (private, no public accessor); None: table order
@@ -119,8 +119,8 @@ def map_text_batches(
 
 def count_corpus_words(dataset: datasets.Dataset, column: str = "text") -> Counter:
     """Whitespace word counts of a dataset's texts (`tokenization.count_words`'s), counted by Arrow on
-    several threads: about five times faster than a Counter over `str.split` (96 s on ten million PTB
-    sentences on 2 cores)."""
+    several threads, several times faster than a Counter over `str.split` (scripts/README.md,
+    "Measurements behind the code")."""
     counts = Counter()
     for batch in map_text_batches(dataset, count_arrow_words, column=column):
         counts.update(batch)
@@ -164,7 +164,7 @@ def _tokenize_split(split: str, dataset, tokenizers: tuple, max_length: int | No
     parts, overlong_count = [], 0
 
     def encode(texts):
-        return encode_sentences(texts, tokenizers, max_length, overlong), len(texts)
+        return encode_text_batch(texts, tokenizers, max_length, overlong), len(texts)
 
     # Threads for the Arrow word lookup; Rust tokenizers use every core on their own, and a tokenizer
     # called with options (the encoder's) must not be called from two threads at once ("Already borrowed").
@@ -195,7 +195,7 @@ def warn_overlong(count: int, total: int, what: str, max_length: int, overlong: 
     )
 
 
-def encode_sentences(texts, tokenizers: tuple, max_length: int | None, overlong: str):
+def encode_text_batch(texts, tokenizers: tuple, max_length: int | None, overlong: str):
     """One batch of texts (a list or an Arrow string array) -> ((ids, lengths), encoder (ids, lengths) or
     None, how many were longer than `max_length`).
 

@@ -1,11 +1,9 @@
 """Evaluation that matches the papers: IW NLL, PPL, KL, MI, AU, reconstruction BLEU, diversity, of a saved run.
 
-`evaluate_run` loads a run and a split of a corpus (or a whole file), calls `evaluate` (split_evaluation.py:
-every metric of BENCHMARKS.md over a tokenized split), saves the results as JSON in the run folder, and
+`evaluate_run` loads a run and a split of a corpus (or a whole file), calls `evaluate` (split.py: every
+metric of docs/evaluation.md over a tokenized split), saves the results as JSON in the run folder, and
 `format_results` prints them as a table. Under torchrun the processes share the scoring and the figures
-equal one process's. The metrics' own names stay importable from here: `evaluate`,
-`importance_weighted_nll`, `importance_weighted_scores` and `batch_generators` (scoring.py),
-`mutual_information` and `active_units` (latent_metrics.py).
+equal one process's. `training_sample` draws the training sentences reconstructed beside the split.
 """
 
 from __future__ import annotations

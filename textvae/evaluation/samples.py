@@ -3,7 +3,7 @@
 Forward PPL (Zhao et al. 2018): the perplexity that a separate language model, trained on the real
 corpus, gives the generated sentences; a fluent generator scores close to that language model's own
 perplexity. Here it measures prior samples (is a `z` from the prior decodable into a sentence?) and the
-inner steps of interpolations. Interpolation paths follow BENCHMARKS.md (`text_metrics.interpolation_metrics`).
+inner steps of interpolations. Interpolation paths follow docs/evaluation.md (`text.interpolation_metrics`).
 """
 
 from __future__ import annotations

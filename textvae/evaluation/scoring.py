@@ -1,6 +1,6 @@
 """Per-sentence likelihood scores: the importance-weighted NLL, and rec, KL and NLL of a batch or of a split.
 
-The definitions are those of BENCHMARKS.md (He et al. 2019; Burda et al. 2016 for the importance-weighted
+The definitions are those of docs/evaluation.md (He et al. 2019; Burda et al. 2016 for the importance-weighted
 bound): nats per sentence, the sentence's words plus its EOS as targets, the KL weight 1. All randomness
 comes from named streams derived from one seed (`stream_generators`, `batch_generators`), so a batch draws
 the same numbers whichever process scores it and whatever the other metrics' settings. `evaluation.evaluate`
@@ -187,7 +187,7 @@ def score_batch(model, tokenizer, batch: dict, options: dict, generators: dict) 
 
 
 def _reconstructions(model, tokenizer, input_ids, mu, max_length: int, out: dict) -> None:
-    """Greedy reconstructions from the posterior mean (BENCHMARKS.md) and their inputs, as text, into out."""
+    """Greedy reconstructions from the posterior mean (docs/evaluation.md) and their inputs, as text, into out."""
     output_ids = generate(model, z=mu, max_length=max_length)
     out["hypotheses"] = [decode_ids(tokenizer, row) for row in output_ids.tolist()]
     out["references"] = [decode_ids(tokenizer, row) for row in input_ids.tolist()]

@@ -1,12 +1,12 @@
 """Every metric of the papers over one tokenized split: `evaluate`.
 
-Every metric follows the definitions of BENCHMARKS.md, which are those of He et al. (2019,
+Every metric follows the definitions of docs/evaluation.md, which are those of He et al. (2019,
 github.com/jxhe/vae-lagging-encoder) and Li et al. (2019): per-sentence values in nats over a whole split,
 the sentence's words plus its EOS as targets (never the BOS), the KL weight 1, and the importance-weighted
 NLL with K = 500 samples of `q(z | x)` (Burda et al. 2016). All randomness comes from `seed`, so a run
 repeats exactly on the same device. Under torchrun the processes share the scoring of the split
 (`evaluate(..., shard=True)`) and the figures equal one process's. The scores come from `scoring.py`, MI
-and AU from `latent_metrics.py`, the text metrics from `text_metrics.py` and `generation_metrics.py`.
+and AU from `latent.py`, the text metrics from `text.py` and `samples.py`.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def _train_sample_results(
 
 
 def _likelihood_results(totals: dict, split: TokenizedSplit, iw_samples: int | None) -> dict:
-    """Per-sentence means and perplexities from the split's sums (BENCHMARKS.md)."""
+    """Per-sentence means and perplexities from the split's sums (docs/evaluation.md)."""
     count, num_tokens = len(split), split.num_target_tokens()
     neg_elbo = totals["rec"] + totals["kl"]
     return {
@@ -309,7 +309,7 @@ def evaluate(
     progress_every_seconds: float = 300.0,
     train_split: TokenizedSplit | None = None,
 ) -> dict:
-    """Every metric of BENCHMARKS.md over a split, as a dict of JSON-serialisable values.
+    """Every metric of docs/evaluation.md over a split, as a dict of JSON-serialisable values.
 
     Likelihood (nats, per-sentence means over the split):
     - rec: `-log p(x | z)`, one `z ~ q(z | x)` per sentence; kl: closed form; neg_elbo: rec + kl (weight 1);
@@ -325,7 +325,7 @@ def evaluate(
     separating sentences beyond I(x; z)), au with au_variances and au_threshold (`active_units`).
     Reconstruction (greedy from the posterior mean): recon_bleu (corpus BLEU-4; bleu_signature says how
     it was scored), recon_bleu1 (sentence BLEU-1 averaged over sentences) and recon_exact (the share
-    rebuilt word for word), `text_metrics.reconstruction_scores`; with `train_split` (a sample of the
+    rebuilt word for word), `text.reconstruction_scores`; with `train_split` (a sample of the
     training sentences) the same three as train_recon_bleu, train_recon_bleu1, train_recon_exact, with
     train_sample its size: the generalisation gap.
     Diversity: self_bleu, distinct_1, distinct_2 over num_diversity_samples ancestral samples from the
@@ -345,7 +345,7 @@ def evaluate(
     progress_path: a JSON file where the scores of the split's batches are kept as they come (every
     progress_every_seconds), so that a stopped evaluation called again with the same model, split, options
     and seed on the same device scores only the batches it had not: the figures equal an uninterrupted
-    run's exactly at the same thread count (`evaluation_progress.ScoreProgress`). The caller removes the
+    run's exactly at the same thread count (`progress.ScoreProgress`). The caller removes the
     file once the results are saved. Not with shard.
     """
     options = dict(

@@ -119,7 +119,7 @@ def interpolation_metrics(
     paths: Sequence[Sequence[str]], starts: Sequence[str], ends: Sequence[str], tokenize: str = "none"
 ) -> dict:
     """Measures of decoded interpolation paths (each S sentences, from the decoding of `starts[i]`'s
-    latent to that of `ends[i]`), as defined in BENCHMARKS.md:
+    latent to that of `ends[i]`), as defined in docs/evaluation.md:
 
     - `interp_endpoint_bleu`: corpus BLEU (sacrebleu, `tokenize`) of every path's first and last
       sentences against its start and end inputs: do the ends come back?

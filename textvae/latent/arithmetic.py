@@ -1,9 +1,8 @@
-"""What users do with `z`: nearest neighbours, attribute vectors, analogies; scores, probes and the cache.
+"""Moving around the latent space: nearest neighbours, attribute vectors, analogies.
 
 Everything here works on plain tensors (posterior means `mu`, (N, Z)) or on a pipeline, so it runs the same
-from Python, the pipeline (`TextVAEPipeline.neighbours`, `transfer`, `analogy`, `score`, `probe`) and the
-CLI. The corpus cache lives in `latent_cache.py`, the per-sentence scores in `scoring.py` and the probes in
-`latent_probes.py`; their public names stay importable from here.
+from Python, the pipeline (`TextVAEPipeline.neighbours`, `transfer`, `analogy`) and the CLI. The corpus
+cache lives in `cache.py` and the probes in `probes.py`.
 """
 
 from __future__ import annotations

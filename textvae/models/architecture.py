@@ -15,6 +15,7 @@ ENCODER_TYPES = (*RNN_TYPES, "transformer", "hf")
 DECODER_TYPES = (*RNN_TYPES, "transformer", "hf")
 POOLING_TYPES = ("mean", "summary")
 POSITION_TYPES = ("learned", "sinusoidal")
+OUTPUT_LAYERS = ("full", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,23 @@ ARCHITECTURE_OPTIONS: dict[str, ArchitectureOption] = {
     ),
     "tie_embeddings": ArchitectureOption(
         "bool", False, "tie the decoder's input embedding and output projection (Press & Wolf 2017)"
+    ),
+    "output_layer": ArchitectureOption(
+        "str",
+        "full",
+        "the decoder's output distribution: full (one softmax over the vocabulary) or adaptive (Grave et al. "
+        "2017's adaptive softmax: frequent words in a small head, rarer ones in clusters of smaller "
+        "projections; still exact and normalised, so NLL and PPL compare, at a fraction of the FLOPs; "
+        "lstm / gru / transformer decoders, without tie_embeddings)",
+    ),
+    "adaptive_cutoffs": ArchitectureOption(
+        "list[int] | None",
+        None,
+        "output_layer adaptive: the cluster boundaries, increasing token ids strictly between 0 and the "
+        "vocabulary size, comma-separated on the command line (2000,8000: ids below 2000 in the head, "
+        "2000-7999 one cluster, the rest another); ids are frequency-ordered by the word tokenizer "
+        "(default: a head of the 2000 most frequent ids, or the first fifth of a smaller vocabulary, then "
+        "clusters each 4 times wider, up to the vocabulary size; config.json records the cut-offs used)",
     ),
     "decoder_input_dropout": ArchitectureOption(
         "float", 0.5, "dropout on the decoder's input embeddings (He et al. 2019 use 0.5)"

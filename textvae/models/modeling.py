@@ -10,7 +10,7 @@ Module interface every architecture follows (recurrent in `recurrent.py`; others
   which training uses when it needs no logits.
 
 A sentence is `[BOS, w_1 .. w_n, EOS]` plus padding. The decoder reads `[BOS, w_1 .. w_n]` and predicts
-`[w_1 .. w_n, EOS]`: the reconstruction loss covers the words plus EOS, never BOS (BENCHMARKS.md).
+`[w_1 .. w_n, EOS]`: the reconstruction loss covers the words plus EOS, never BOS (docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -225,7 +225,8 @@ class RecurrentDecoder(nn.Module):
 
         Equal to `cross_entropy(project(hidden).float(), labels)` up to float rounding. While training in
         float32 the projection and the loss are fused (`_LinearCrossEntropy`): one (N, V) buffer instead
-        of up to three alive at once, and on a CPU about 12% less time per Sentence-VAE-sized step.
+        of up to three alive at once, and less time per step on a CPU (scripts/README.md, "Measurements
+        behind the code").
         """
         if self.tie_embeddings:
             features, weight, bias = self.hidden_to_embedding(hidden), self.embedding.weight, self.output_bias

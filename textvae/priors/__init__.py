@@ -23,7 +23,7 @@ _NAMES = {
     "encode_posteriors": ".fitting",
     "fit_aggregate_prior": ".fitting",
     "fit_prior_for_run": ".fitting",
-    "fit_run_prior": ".fitting",
+    "fit_prior": ".fitting",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(globals(), _NAMES)

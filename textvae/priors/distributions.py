@@ -2,7 +2,7 @@
 
 Both sample with an explicit generator and give log densities; the mixture also saves itself beside the
 model as `prior.safetensors` (tensors, no pickle) and `prior.json` (metadata with the tensors' SHA-256,
-and how its number of components was chosen), and loads them back checked. `prior_fitting.py` fits it.
+and how its number of components was chosen), and loads them back checked. `fitting.py` fits it.
 """
 
 from __future__ import annotations

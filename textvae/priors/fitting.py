@@ -92,9 +92,8 @@ def fit_aggregate_prior(
         reg_covar = max(1e-4 * float(train.var(axis=0).mean()), 1e-10)
     options = dict(covariance_type=covariance_type, reg_covar=reg_covar, max_iter=max_iter, random_state=seed)
     # BLAS on one thread: EM's matrices are small (latent_dim squared), and OpenBLAS's threads only wait on
-    # each other. A 16-component fit (32 dimensions, 16k points) took 5.3 s on one thread against 8 to 11 s
-    # on two, and 322 s on two beside a training on the other core; one thread also makes the fit the same
-    # whatever the machine's thread settings.
+    # each other (scripts/README.md, "Measurements behind the code"); one thread also makes the fit the
+    # same whatever the machine's thread settings.
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -197,7 +196,7 @@ def encode_posteriors(
     return means, variances
 
 
-def fit_run_prior(
+def fit_prior(
     model,
     train_split: TokenizedSplit,
     valid_split: TokenizedSplit,
@@ -233,6 +232,6 @@ def fit_prior_for_run(
     if not model.config.has_latent:
         raise ValueError(f"{run} is a language model (latent_dim=0): it has no posterior to fit a prior to")
     data = prepare_data(DataConfig.from_run(run), tokenizer, encoder_tokenizer)
-    prior = fit_run_prior(model, data.train, data.validation, batch_size, show_progress, **fit_options)
+    prior = fit_prior(model, data.train, data.validation, batch_size, show_progress, **fit_options)
     prior.save(run)
     return prior

@@ -5,8 +5,8 @@ process, the `Trainer`'s loop, and the final aggregate prior.
 `checkpoint-<step>/` and reaches the same weights as an uninterrupted run with the same seed.
 Under torchrun every process calls `train` and trains the same model on its share of each global batch
 (`distributed.py` says how); the weights after each step equal those of one process. The parts live in
-`training_setup.py` (data, model, optimiser), `trainer.py` (the epoch loop), `training_step.py` (one step)
-and `validation.py`; their public names stay importable from here.
+`data.prepare` (the data), `setup.py` (model, optimiser), `trainer.py` (the epoch loop), `step.py` (one
+step), `kl_weight.py`, `validation.py` and `callbacks.py`.
 """
 
 from __future__ import annotations
@@ -202,11 +202,11 @@ def train(
 
 def fit_final_prior(run_dir: Path, data: PreparedData, device, seed: int) -> None:
     """Fit the aggregate-posterior prior of the run's best model (`sample --prior aggregate`) and save it."""
-    from ..priors.fitting import fit_run_prior
+    from ..priors.fitting import fit_prior
 
     started = time.monotonic()
     best = ckpt.load_model(run_dir, device)
-    prior = fit_run_prior(best, data.train, data.validation, seed=seed)
+    prior = fit_prior(best, data.train, data.validation, seed=seed)
     prior.save(run_dir)
     logger.info(
         "aggregate prior fitted: %d components (%.0f s); sample from it with --prior aggregate",

@@ -35,7 +35,7 @@ def validate(
     neither depends on nor moves the training RNG. shard: in a process group, every process scores every
     N-th batch and the figures are summed over the processes (every process must call it); they equal
     one process's up to the order of the sums. mutual_info: also "mi", I(x; z) over the whole split
-    (`latent_metrics.mutual_information`, its z drawn from a generator seeded by `seed`), which aggressive
+    (`evaluation.latent.mutual_information`, its z drawn from a generator seeded by `seed`), which aggressive
     training's end rule reads (He et al. 2019).
     """
     model.eval()
