@@ -199,9 +199,9 @@ _TRAIN_KEYS = ("recon_bleu", "recon_bleu1", "recon_exact")
 def _train_sample_results(
     model, tokenizer, train_split: TokenizedSplit | None, options: dict, tokenize
 ) -> dict:
-    """The reconstruction figures on a sample of training sentences, `train_` before each name, and the
-    generalisation gap `recon_bleu_gap` (train minus evaluated corpus BLEU-4) is added by the caller's
-    results; all None without a sample (or for a language model, which reconstructs nothing)."""
+    """The reconstruction figures on a sample of training sentences, `train_` before each name (the
+    generalisation gap is their difference from the evaluated split's); all None without a sample (or
+    for a language model, which reconstructs nothing)."""
     results = {f"train_{key}": None for key in _TRAIN_KEYS}
     results["train_sample"] = None
     if (

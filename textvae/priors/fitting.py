@@ -2,7 +2,7 @@
 
 Ex-post density estimation (Ghosh et al. 2020): after training, a Gaussian mixture is fitted to the
 posterior means of the training sentences, its number of components chosen by the held-out likelihood of
-the validation sentences' means. `priors.py` holds the prior itself (sampling, density, saving, loading).
+the validation sentences' means. `distributions.py` holds the prior itself (sampling, density, saving, loading).
 scikit-learn is imported where needed.
 """
 

@@ -10,7 +10,6 @@ from ..lazy import lazy_face
 _NAMES = {
     "TrainConfig": ".config",
     "read_config_file": "..config_fields",
-    "kl_weight": ".config",
     "train": ".run",
     "fit_final_prior": ".run",
     "prepare_run_dir": ".run",
@@ -22,6 +21,8 @@ _NAMES = {
     "resolve_device": ".setup",
     "Trainer": ".trainer",
     "KLController": ".kl_weight",
+    "KLSchedule": ".kl_weight",
+    "make_kl_weight": ".kl_weight",
     "validate": ".validation",
 }
 __all__ = sorted(_NAMES)
