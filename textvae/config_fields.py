@@ -21,7 +21,13 @@ def option(default, help: str, **metadata):
     return field(default=default, metadata={"help": help, **metadata})
 
 
-_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "list[int]": "a list of integers",
+}
 
 
 def check_type(name: str, value: Any, annotation: str) -> Any:
@@ -42,6 +48,10 @@ def check_type(name: str, value: Any, annotation: str) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
         return float(value)
+    if kind.startswith("list"):  # a YAML / JSON list; its items are the option's own check
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be {_TYPE_NAMES.get(kind, 'a list')}, got {value!r}")
+        return list(value)
     expected = {"int": int, "str": str, "bool": bool}.get(kind, dict if kind.startswith("dict") else None)
     if expected is None:
         return value

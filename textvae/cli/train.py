@@ -24,11 +24,31 @@ from .common import (
 DEFAULT_OUTPUT_DIR = "runs/textvae"
 
 
+def _integer_list(text: str) -> list[int]:
+    """A comma-separated list of integers ("2000,8000") -> [2000, 8000]; whether the values make sense for
+    the option (increasing, in range) is the config's check."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas (2000,8000), got {text!r}"
+        ) from None
+    return values
+
+
 def _add_typed_option(group, name: str, annotation, default, help: str) -> None:
-    """One flag for a config field, typed from its annotation; unset flags stay absent (SUPPRESS)."""
+    """One flag for a config field, typed from its annotation; unset flags stay absent (SUPPRESS).
+
+    A `list[int]` field takes its integers comma-separated in one argument (`--adaptive-cutoffs 2000,8000`).
+    """
     text = str(annotation)
     if "(default:" not in help:  # some fields say what their default means ("no limit") themselves
         help = f"{help} (default: {default})"
+    if text.startswith("list[int]"):
+        group.add_argument(
+            flag(name), type=_integer_list, default=argparse.SUPPRESS, metavar="INT,INT,...", help=help
+        )
+        return
     if "bool" in text:
         group.add_argument(
             flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help

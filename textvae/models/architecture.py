@@ -18,6 +18,34 @@ POSITION_TYPES = ("learned", "sinusoidal")
 OUTPUT_LAYERS = ("full", "adaptive")
 
 
+# Adaptive softmax (Grave et al. 2017): the default head holds this many of the most frequent ids, and each
+# cluster after it is ADAPTIVE_GROWTH times wider than the one before.
+ADAPTIVE_HEAD_SIZE = 2000
+ADAPTIVE_GROWTH = 4
+
+
+def default_adaptive_cutoffs(vocab_size: int) -> list[int]:
+    """The adaptive softmax's cluster boundaries for `adaptive_cutoffs=None`, from the vocabulary size alone.
+
+    The word tokenizer numbers words by decreasing frequency after the four special tokens, so an id's
+    rank is its frequency rank. The head takes the first `min(2000, vocab_size // 5)` ids (at least one):
+    by Zipf's law the 2000 most frequent words cover most running text (Grave et al. 2017 use heads of a
+    few thousand words), and a small vocabulary keeps a fifth of it in the head. The clusters after it are
+    each 4 times wider than the one before, up to the vocabulary size: [2000, 8000] for 10k words,
+    [2000, 8000, 32000] for 50k, [4, 16] for 20. Since `div_value` 4 gives cluster i a projection 4^(i+1)
+    times narrower than the hidden state, every cluster's output matrix then costs about the same. The
+    rule gives valid cut-offs (increasing, strictly between 0 and `vocab_size`) for any `vocab_size >= 2`.
+    A tokenizer whose ids are not frequency-ordered (a pretrained BPE) still gets an exact distribution,
+    only a less efficient split.
+    """
+    head = min(ADAPTIVE_HEAD_SIZE, max(1, vocab_size // 5))
+    cutoffs = []
+    while head < vocab_size:
+        cutoffs.append(head)
+        head *= ADAPTIVE_GROWTH
+    return cutoffs
+
+
 @dataclass(frozen=True)
 class ArchitectureOption:
     """One architecture option: its type as written in `TextVAEConfig.__init__`, default and help."""

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from .architecture import DECODER_TYPES, ENCODER_TYPES, POOLING_TYPES, POSITION_TYPES, RNN_TYPES
+from .architecture import (
+    DECODER_TYPES,
+    ENCODER_TYPES,
+    OUTPUT_LAYERS,
+    POOLING_TYPES,
+    POSITION_TYPES,
+    RNN_TYPES,
+    default_adaptive_cutoffs,
+)
 
 
 class TextVAEConfig(PretrainedConfig):
@@ -18,6 +26,8 @@ class TextVAEConfig(PretrainedConfig):
     it to `mu` and `logvar` of a diagonal Gaussian of size `latent_dim`. The decoder is an autoregressive
     language model conditioned on `z` (He et al. 2019: through the initial state and at every input).
     `latent_dim=0` removes the encoder and gives the plain language model every VAE table needs.
+    `output_layer="adaptive"` replaces the decoder's full softmax by an adaptive softmax (Grave et al. 2017)
+    with `adaptive_cutoffs` (resolved from the vocabulary size when None, `default_adaptive_cutoffs`).
     """
 
     model_type = "textvae"
@@ -37,6 +47,8 @@ class TextVAEConfig(PretrainedConfig):
         bidirectional_encoder: bool | None = None,
         encoder_pooling: str = "mean",
         tie_embeddings: bool = False,
+        output_layer: str = "full",
+        adaptive_cutoffs: list[int] | None = None,
         decoder_input_dropout: float = 0.5,
         decoder_output_dropout: float = 0.5,
         z_to_initial_state: bool = True,
@@ -84,6 +96,19 @@ class TextVAEConfig(PretrainedConfig):
         self.bidirectional_encoder = bidirectional_encoder
         self.encoder_pooling = encoder_pooling
         self.tie_embeddings = tie_embeddings
+        self.output_layer = output_layer
+        if isinstance(adaptive_cutoffs, tuple):
+            adaptive_cutoffs = list(adaptive_cutoffs)  # as config.json gives it back
+        if (
+            adaptive_cutoffs is None
+            and output_layer == "adaptive"
+            and isinstance(vocab_size, int)
+            and not isinstance(vocab_size, bool)
+        ):
+            # Resolved here, so config.json records the cut-offs the model was built with and a saved model
+            # is rebuilt exactly whatever the rule becomes (see `default_adaptive_cutoffs`).
+            adaptive_cutoffs = default_adaptive_cutoffs(vocab_size)
+        self.adaptive_cutoffs = adaptive_cutoffs
         self.decoder_input_dropout = decoder_input_dropout
         self.decoder_output_dropout = decoder_output_dropout
         self.z_to_initial_state = z_to_initial_state
@@ -163,6 +188,7 @@ class TextVAEConfig(PretrainedConfig):
             raise ValueError(
                 f"bag_of_words_loss must be a finite number >= 0, got {self.bag_of_words_loss!r}"
             )
+        self._validate_output_layer()
         for name in ("decoder_input_dropout", "decoder_output_dropout", "transformer_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -183,3 +209,48 @@ class TextVAEConfig(PretrainedConfig):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, dict) and "model_type" in value):
                 raise ValueError(f"{name} must be a backbone config dict with a model_type, got {value!r}")
+
+    def _validate_output_layer(self) -> None:
+        """`ValueError` for an output layer (`output_layer`, `adaptive_cutoffs`) that cannot be built."""
+        if self.output_layer not in OUTPUT_LAYERS:
+            raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS}, got {self.output_layer!r}")
+        cutoffs = self.adaptive_cutoffs
+        if self.output_layer != "adaptive":
+            if cutoffs is not None:
+                raise ValueError(
+                    f"adaptive_cutoffs applies to output_layer 'adaptive', not {self.output_layer!r}"
+                )
+            return
+        if self.decoder_type == "hf":
+            raise ValueError(
+                "output_layer 'adaptive' is for lstm / gru / transformer decoders: a pretrained (hf) decoder "
+                "keeps its own output layer (its language-model head)"
+            )
+        if self.tie_embeddings:
+            # Tying would need one matrix to be both the input embedding and the head's word rows, while
+            # the tail clusters project to narrower sizes than the embedding (adaptive input embeddings,
+            # Baevski & Auli 2019, would be the way): not supported.
+            raise ValueError(
+                "tie_embeddings and output_layer 'adaptive' conflict: the adaptive softmax's clusters have "
+                "no single output matrix to tie to the input embedding"
+            )
+        if self.vocab_size < 2:
+            raise ValueError(
+                f"output_layer 'adaptive' needs a vocabulary of at least 2 tokens, got {self.vocab_size}"
+            )
+        if not isinstance(cutoffs, list) or not cutoffs:
+            raise ValueError(
+                f"adaptive_cutoffs must be a non-empty list of increasing integers between 0 and vocab_size "
+                f"({self.vocab_size}), got {cutoffs!r}"
+            )
+        if any(not isinstance(cutoff, int) or isinstance(cutoff, bool) for cutoff in cutoffs):
+            raise ValueError(f"adaptive_cutoffs must be integers, got {cutoffs!r}")
+        if min(cutoffs) < 1:
+            raise ValueError(f"adaptive_cutoffs must be positive, got {cutoffs!r}")
+        if any(later <= earlier for earlier, later in zip(cutoffs, cutoffs[1:], strict=False)):
+            raise ValueError(f"adaptive_cutoffs must be strictly increasing, got {cutoffs!r}")
+        if cutoffs[-1] >= self.vocab_size:
+            raise ValueError(
+                f"adaptive_cutoffs must be below vocab_size ({self.vocab_size}): the last cluster needs a "
+                f"token, got {cutoffs!r}"
+            )

@@ -7,7 +7,9 @@ Module interface every architecture follows (recurrent in `recurrent.py`; others
   -> (hidden (B, T, H), state)`, where `state=None` starts a sentence and the returned state continues it;
   `project(hidden (..., H)) -> logits (..., V)`; `reorder_state(state, index (B',))` for beam search;
   optionally `token_loss(hidden (N, H), labels (N,)) -> (N,)`, the projection and cross-entropy fused,
-  which training uses when it needs no logits.
+  which training uses when it needs no logits. A decoder with an adaptive softmax (`output_layer`
+  "adaptive", Grave et al. 2017) returns from `project` its normalised log-probabilities, which are
+  logits of the same distribution: decoding, `cross_entropy` and `softmax` read them unchanged.
 
 A sentence is `[BOS, w_1 .. w_n, EOS]` plus padding. The decoder reads `[BOS, w_1 .. w_n]` and predicts
 `[w_1 .. w_n, EOS]`: the reconstruction loss covers the words plus EOS, never BOS (docs/evaluation.md).
@@ -390,6 +392,12 @@ class TextVAEModel(PreTrainedModel):
             raise ValueError(
                 f"vocabularies differ: {source.config.vocab_size} tokens in the source, {self.config.vocab_size} here"
             )
+        for name in ("output_layer", "adaptive_cutoffs"):  # the same weight shapes could mean other words
+            if getattr(source.config, name, None) != getattr(self.config, name, None):
+                raise ValueError(
+                    f"decoders do not match: {name} is {getattr(self.config, name, None)!r} here but "
+                    f"{getattr(source.config, name, None)!r} in the source"
+                )
         source_weights = source.decoder.state_dict()
         latent_dim = self.config.latent_dim
         for name, target in self.decoder.state_dict().items():

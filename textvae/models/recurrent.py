@@ -4,9 +4,15 @@ Both follow the module interface documented in `textvae.modeling`: an encoder ma
 attention_mask)` to one feature vector per sentence, a decoder maps `(input_ids, z, state)` to hidden
 states and a new state, and `project` turns hidden states into vocabulary logits. The decoder also
 offers `token_loss`, the projection and cross-entropy fused, which training uses.
+
+The output layer is the decoder's (the transformer decoder shares it): a full linear projection to the
+vocabulary, tied to the input embedding or not, or an adaptive softmax (`output_layer="adaptive"`, Grave et
+al. 2017), whose helpers `build_adaptive_softmax`, `adaptive_log_prob` and `adaptive_token_loss` live here.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -82,6 +88,77 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_features, grad_weight, grad_bias, None
 
 
+def build_adaptive_softmax(config: TextVAEConfig) -> nn.AdaptiveLogSoftmaxWithLoss:
+    """The adaptive softmax of a decoder (Grave et al. 2017): hidden_size -> a distribution over the vocabulary.
+
+    `torch.nn.AdaptiveLogSoftmaxWithLoss` with `config.adaptive_cutoffs`, `div_value` 4 (PyTorch's and the
+    paper's) and a head bias (the full layer has one: unigram frequencies are most of what a bias learns).
+    The head scores the ids below the first cut-off and one entry per cluster; cluster i projects the hidden
+    state to `hidden_size // 4 ** (i + 1)` dimensions, then to its ids. Where that is 0 (a tiny hidden
+    size, or many clusters) it is 1 instead: a cluster of zero dimensions could learn nothing but a uniform
+    distribution (and PyTorch warns about initialising empty weights).
+    """
+    hidden_size, vocab_size = config.hidden_size, config.vocab_size
+    with warnings.catch_warnings():  # the zero-width projections replaced below
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        softmax = nn.AdaptiveLogSoftmaxWithLoss(
+            hidden_size, vocab_size, list(config.adaptive_cutoffs), div_value=4.0, head_bias=True
+        )
+    for index, cluster in enumerate(softmax.tail):
+        if cluster[0].out_features == 0:
+            size = cluster[1].out_features
+            softmax.tail[index] = nn.Sequential(
+                nn.Linear(hidden_size, 1, bias=False), nn.Linear(1, size, bias=False)
+            )
+    return softmax
+
+
+def adaptive_log_prob(softmax: nn.AdaptiveLogSoftmaxWithLoss, hidden: torch.Tensor) -> torch.Tensor:
+    """(..., H) hidden states -> (..., V) float32 log-probabilities of every token under the adaptive softmax.
+
+    `softmax.log_prob` for any leading shape, computed in float32 even under autocast (the matrix products
+    may run in bf16; the log-softmaxes never do): `log p(w) = log p_head(w)` for a head word,
+    `log p_head(cluster) + log p_cluster(w)` for the others. The rows are normalised, so they are also valid
+    logits (`softmax` / `log_softmax` / `cross_entropy` of them give them back).
+    """
+    shape = hidden.shape[:-1]
+    flat = hidden.reshape(-1, hidden.size(-1))  # (N, H)
+    head = F.log_softmax(softmax.head(flat).float(), dim=-1)  # (N, shortlist + clusters)
+    shortlist = softmax.shortlist_size
+    parts = [head[:, :shortlist]]
+    for index, projection in enumerate(softmax.tail):
+        cluster = F.log_softmax(projection(flat).float(), dim=-1)  # (N, cluster size)
+        parts.append(cluster + head[:, shortlist + index, None])
+    return torch.cat(parts, dim=-1).view(*shape, softmax.n_classes)
+
+
+def adaptive_token_loss(
+    softmax: nn.AdaptiveLogSoftmaxWithLoss, hidden: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """(N, H) hidden states, (N,) next-token ids -> (N,) float32 `-log p(label | hidden)`, adaptive softmax.
+
+    What `softmax(hidden, labels).output` negated gives, without building the (N, V) log-probabilities:
+    the head for every row, and each cluster's projection only for the rows whose label falls in it (the
+    saving of Grave et al. 2017). Unlike PyTorch's forward it works under autocast (whose bf16 rows it
+    cannot write into its float32 output) and keeps float32 log-softmaxes. Every cluster runs, on no rows
+    when no label falls in it, so every parameter is in every step's graph with its true gradient, zero:
+    DistributedDataParallel needs each parameter's gradient each step, and the processes' shards differ in
+    the clusters they meet.
+    """
+    boundaries = softmax.cutoffs  # [c_0, ..., c_{n-1}, V]
+    shortlist = softmax.shortlist_size
+    cluster = sum((labels >= cutoff).long() for cutoff in boundaries[:-1])  # (N,) 0: head, i + 1: cluster i
+    head_index = torch.where(cluster == 0, labels, shortlist + cluster - 1)  # (N,)
+    head = F.log_softmax(softmax.head(hidden).float(), dim=-1)  # (N, shortlist + clusters)
+    loss = -head.gather(1, head_index.unsqueeze(1)).squeeze(1)  # (N,)
+    for index, projection in enumerate(softmax.tail):
+        rows = (cluster == index + 1).nonzero().squeeze(1)  # (n,)
+        log_probs = F.log_softmax(projection(hidden.index_select(0, rows)).float(), dim=-1)  # (n, size)
+        within = (labels.index_select(0, rows) - boundaries[index]).unsqueeze(1)  # (n, 1)
+        loss = loss.index_add(0, rows, -log_probs.gather(1, within).squeeze(1))
+    return loss
+
+
 class RecurrentEncoder(nn.Module):
     """Embeds a sentence and summarises it in the last layer's final hidden state (both directions)."""
 
@@ -151,7 +228,11 @@ class RecurrentDecoder(nn.Module):
         )
         self.output_dropout = nn.Dropout(config.decoder_output_dropout)
         self.tie_embeddings = config.tie_embeddings
-        if self.tie_embeddings:
+        self.adaptive_output = None
+        if config.output_layer == "adaptive":
+            # Grave et al. 2017 (see `build_adaptive_softmax`); the config refuses it with tie_embeddings.
+            self.adaptive_output = build_adaptive_softmax(config)
+        elif self.tie_embeddings:
             # Output weights are the input embedding; a projection bridges hidden and embedding sizes.
             self.hidden_to_embedding = (
                 nn.Linear(config.hidden_size, config.embedding_size, bias=False)
@@ -213,7 +294,14 @@ class RecurrentDecoder(nn.Module):
         return self.output_dropout(output), state
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) hidden states -> (..., V) vocabulary logits."""
+        """(..., H) hidden states -> (..., V) vocabulary logits.
+
+        With the adaptive softmax, its (..., V) float32 log-probabilities (`adaptive_log_prob`): already
+        normalised, so they are logits of the same distribution, and decoding, cross-entropy and softmax
+        read them as they read the full layer's logits.
+        """
+        if self.adaptive_output is not None:
+            return adaptive_log_prob(self.adaptive_output, hidden)
         if self.tie_embeddings:
             return nn.functional.linear(
                 self.hidden_to_embedding(hidden), self.embedding.weight, self.output_bias
@@ -226,8 +314,15 @@ class RecurrentDecoder(nn.Module):
         Equal to `cross_entropy(project(hidden).float(), labels)` up to float rounding. While training in
         float32 the projection and the loss are fused (`_LinearCrossEntropy`): one (N, V) buffer instead
         of up to three alive at once, and less time per step on a CPU (scripts/README.md, "Measurements
-        behind the code").
+        behind the code"). With the adaptive softmax, `adaptive_token_loss` (equal to `-project(hidden)` at
+        the labels), by chunks of rows when no gradient is needed, so that scoring many rows (the
+        importance-weighted NLL's K samples) keeps memory flat.
         """
+        if self.adaptive_output is not None:
+            if torch.is_grad_enabled():
+                return adaptive_token_loss(self.adaptive_output, hidden, labels)
+            chunks = zip(hidden.split(_SCORING_CHUNK_ROWS), labels.split(_SCORING_CHUNK_ROWS), strict=True)
+            return torch.cat([adaptive_token_loss(self.adaptive_output, *chunk) for chunk in chunks])
         if self.tie_embeddings:
             features, weight, bias = self.hidden_to_embedding(hidden), self.embedding.weight, self.output_bias
         else:

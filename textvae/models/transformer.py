@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .configuration import TextVAEConfig
-from .recurrent import RecurrentDecoder
+from .recurrent import RecurrentDecoder, adaptive_log_prob, build_adaptive_softmax
 
 
 def sinusoidal_positions(positions: torch.Tensor, size: int) -> torch.Tensor:
@@ -230,7 +230,11 @@ class TransformerDecoder(nn.Module):
         self.final_norm = nn.LayerNorm(hidden_size)
         self.output_dropout = nn.Dropout(config.decoder_output_dropout)
         self.tie_embeddings = config.tie_embeddings
-        if self.tie_embeddings:
+        self.adaptive_output = None
+        if config.output_layer == "adaptive":
+            # Grave et al. 2017, as the recurrent decoder's; GPT-2 initialisation below, as the full layer.
+            self.adaptive_output = build_adaptive_softmax(config)
+        elif self.tie_embeddings:
             # Press & Wolf (2017): the output weights are the input embedding.
             self.hidden_to_embedding = (
                 nn.Linear(hidden_size, config.embedding_size, bias=False)
@@ -301,13 +305,17 @@ class TransformerDecoder(nn.Module):
         return hidden, KeyValueCache(tuple(new_layers), start + length)
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) hidden states -> (..., V) vocabulary logits."""
+        """(..., H) hidden states -> (..., V) vocabulary logits; with the adaptive softmax its float32
+        log-probabilities, normalised logits (see `RecurrentDecoder.project`)."""
+        if self.adaptive_output is not None:
+            return adaptive_log_prob(self.adaptive_output, hidden)
         if self.tie_embeddings:
             return F.linear(self.hidden_to_embedding(hidden), self.embedding.weight, self.output_bias)
         return self.output(hidden)
 
     # The output layer is the recurrent decoder's, attribute for attribute (`tie_embeddings`, `embedding`,
-    # `hidden_to_embedding`, `output_bias`, `output`), so its fused projection + cross-entropy applies:
+    # `hidden_to_embedding`, `output_bias`, `output`, `adaptive_output`), so its fused projection +
+    # cross-entropy (or the adaptive softmax's loss) applies:
     # `token_loss(hidden (N, H), labels (N,)) -> (N,)`, which training uses instead of `project`.
     token_loss = RecurrentDecoder.token_loss
 
