@@ -43,3 +43,15 @@ def test_importing_textvae_imports_no_torch():
     check = "import sys, textvae; print('torch' in sys.modules, 'transformers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_importing_a_model_module_first_registers_without_a_word():
+    # textvae's own modules import transformers: the hook must not register half-made modules (a warning
+    # about a circular import was printed in every fresh process), and the model still registers.
+    check = (
+        "import textvae.models.configuration, textvae.models.modeling; from transformers import AutoConfig; "
+        "print(type(AutoConfig.for_model('textvae')).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "TextVAEConfig", done.stderr
+    assert "could not register" not in done.stderr

@@ -51,6 +51,16 @@ def _register() -> None:
     from .models import modeling  # noqa: F401
 
 
+def _model_modules_loading() -> bool:
+    """Whether one of textvae's model modules is being imported (and imported transformers): registering
+    now would import it again, half-made; `modeling.py` registers the model as it finishes loading."""
+    for name in ("textvae.models.configuration", "textvae.models.modeling"):
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        if spec is not None and getattr(spec, "_initializing", False):
+            return True
+    return False
+
+
 class _RegisterWithTransformers(importlib.abc.MetaPathFinder):
     """A one-time import hook: when `transformers` is first imported, register textvae's model right after
     transformers' own package has run, so that `AutoModel.from_pretrained(run)` works without importing
@@ -67,6 +77,8 @@ class _RegisterWithTransformers(importlib.abc.MetaPathFinder):
 
         def run_then_register(module) -> None:
             run(module)
+            if _model_modules_loading():  # textvae's own import of transformers: it registers when done
+                return
             try:
                 _register()
             except Exception as error:  # transformers works without textvae's registration; say why not
