@@ -11,7 +11,7 @@ a trained run folder (`--model RUN`, with its own training options). Each part r
    one whole epoch of the trainer's own loop (`Trainer._run_epoch`, with its logging and the row's
    checkpoint every 400 steps, all that `textvae train` times as an epoch before validating it) is timed.
    The epoch target is judged on that real epoch. Each precision trains its own copy of the same weights.
-2. MFU: `model_flops` (matrix products of the model's own weights, x3 for the backward) per token times
+2. MFU: `training_flops` (textvae.models.flops: matrix products of the model's own weights, x3 for the backward) per token times
    tokens/s, over the peak of square matrix products of the same precision measured in this run
    (`bench_train_speed.MatmulTimer`). On CUDA fp32 is strict IEEE fp32 throughout unless --tf32: TF32 off in
    cuBLAS and in cuDNN, whose LSTMs use TF32 by default; so fp32's MFU is against the true fp32 peak.
@@ -63,7 +63,7 @@ from textvae.config_fields import read_config_file
 from textvae.data.config import split_flat_options
 from textvae.data.storage import TokenizedSplit
 from textvae.evaluation.split import evaluate
-from textvae.models.architecture import RNN_TYPES
+from textvae.models.flops import training_flops
 from textvae.pipeline import TextVAEPipeline
 from textvae.run_files import TRAIN_CONFIG_NAME, read_json
 from textvae.training.config import TrainConfig
@@ -87,39 +87,17 @@ QUICK = dict(
 
 
 def model_flops(model, tokens: int, sentences: int) -> float:
-    """Training FLOPs (forward + backward) of a recurrent textvae model on `sentences` sentences holding
-    `tokens` target tokens (words + EOS).
-
-    Matrix products only, 2 FLOPs a multiply-add, counted from the model's own weight matrices (so any
-    sizes, layers, directions, tied or not): the encoder RNN's once a position it reads (BOS, words, EOS:
-    tokens + sentences); the decoder RNN's once an input position (BOS, words: tokens); the output (the
-    hidden -> embedding projection and the tied embedding, or the output layer) once a target token; once a
-    sentence the posterior, z -> initial state, z -> output and the bag-of-words MLP. The backward costs twice
-    the forward (Kaplan et al. 2020, Sec. 2.1). Embeddings, gates, softmax, BN and Adam are not counted.
+    """Training FLOPs (forward + backward) of a recurrent textvae model with a full output layer on
+    `sentences` sentences holding `tokens` target tokens (words + EOS): `textvae.models.flops.training_flops`,
+    which counts from the model's own weight matrices (any sizes, layers, directions, tied or not). An
+    adaptive output layer's cost depends on which tokens they are: call `training_flops` with the labels.
     On the Sentence-VAE model of scripts/bench_train_speed.py it equals that script's `model_flops`.
     """
-    config = model.config
-    if config.decoder_type not in RNN_TYPES or (config.has_latent and config.encoder_type not in RNN_TYPES):
+    if getattr(model.decoder, "adaptive_output", None) is not None:
         raise ValueError(
-            f"model_flops counts recurrent models only, got encoder {config.encoder_type!r} and decoder "
-            f"{config.decoder_type!r}"
+            "an adaptive output layer's FLOPs depend on the tokens: use training_flops(model, labels, n)"
         )
-
-    def matrices(module) -> int:  # multiply-adds of one application of the module's weight matrices
-        if module is None:
-            return 0
-        return sum(p.numel() for name, p in module.named_parameters() if "weight" in name and p.dim() == 2)
-
-    decoder = model.decoder
-    if decoder.tie_embeddings:
-        output = matrices(decoder.hidden_to_embedding) + decoder.embedding.weight.numel()
-    else:
-        output = matrices(decoder.output)
-    once = [model.posterior, decoder.latent_to_state, decoder.latent_to_output, model.bag_of_words]
-    forward = (matrices(decoder.rnn) + output) * tokens + sum(map(matrices, once)) * sentences
-    if model.encoder is not None:
-        forward += matrices(model.encoder.rnn) * (tokens + sentences)
-    return 3.0 * 2.0 * forward
+    return training_flops(model, torch.zeros(tokens, dtype=torch.long), sentences)
 
 
 def synchronize(device: torch.device) -> None:
@@ -188,11 +166,16 @@ def time_training(config, data, model, precision: str, args, device, peaks: dict
         trainer = Trainer(config, Path(run_dir), copy.deepcopy(model), data)
         batches, lengths = _endless(trainer.sampler), data.train.lengths
 
-        def step() -> tuple[int, int]:
+        def step() -> tuple[int, int, float]:
             indices = next(batches)
             trainer._step(data.train, indices)
             trainer.state["step"] += 1
-            return int((lengths[indices] - 1).sum()), len(indices)
+            labels = torch.cat([torch.as_tensor(data.train.input_ids[i][1:]) for i in indices])
+            return (
+                int((lengths[indices] - 1).sum()),
+                len(indices),
+                training_flops(model, labels, len(indices)),
+            )
 
         for _ in range(args.warmup_steps):
             step()
@@ -209,9 +192,9 @@ def time_training(config, data, model, precision: str, args, device, peaks: dict
         synchronize(device)
         epoch_measured = time.perf_counter() - start
         computed_in = ran_as(trainer.step.autocast())
-    tokens, sentences = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    tokens = sum(c[0] for c in counts)
     tokens_per_second = tokens / seconds
-    flops_per_token = model_flops(model, tokens, sentences) / tokens
+    flops_per_token = sum(c[2] for c in counts) / tokens
     epoch_tokens = data.train.num_target_tokens()
     figures = {
         "ran_as": computed_in,
