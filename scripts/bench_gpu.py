@@ -170,7 +170,7 @@ def time_training(config, data, model, precision: str, args, device, peaks: dict
             indices = next(batches)
             trainer._step(data.train, indices)
             trainer.state["step"] += 1
-            labels = torch.cat([torch.as_tensor(data.train.input_ids[i][1:]) for i in indices])
+            labels = torch.cat([torch.tensor(data.train.input_ids[i][1:], dtype=torch.long) for i in indices])
             return (
                 int((lengths[indices] - 1).sum()),
                 len(indices),

@@ -62,7 +62,7 @@ def matrix_peak(seconds: float = 2.0) -> float:
 
 def _target_labels(split, indices) -> torch.Tensor:
     """(N,) the target tokens (words + EOS) of the sentences at `indices`."""
-    return torch.cat([torch.as_tensor(split.input_ids[i][1:], dtype=torch.long) for i in indices])
+    return torch.cat([torch.tensor(split.input_ids[i][1:], dtype=torch.long) for i in indices])
 
 
 def _subset(split, count: int):
