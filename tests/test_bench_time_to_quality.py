@@ -45,9 +45,9 @@ def test_quick_run_measures_both_layers_on_both_corpora(bench, tmp_path, monkeyp
     for result in report["corpora"].values():
         full, adaptive = result["runs"]
         assert (full["output_layer"], adaptive["output_layer"]) == ("full", "adaptive")
-        assert full["steps"] == adaptive["steps"] == 6 and len(full["evaluations"]) == 2
+        assert full["steps"] >= 1 and adaptive["nll_step"] == full["steps"] and full["evaluations"]
         assert adaptive["model_flops_per_token"] > 0 and adaptive["cutoffs"] and full["cutoffs"] is None
-        assert 0 < full["mfu"] < 1.5 and full["tokens"] == adaptive["tokens"]  # the same batches
+        assert 0 < full["mfu"] < 1.5 and adaptive["valid_nll"] is not None  # scored at the full layer's step
         assert result["comparison"]["target_neg_elbo"] == full["evaluations"][-1]["neg_elbo"]
     out = capsys.readouterr().out
     assert "| ptb | adaptive |" in out and "less time to -ELBO" in out
